@@ -37,8 +37,6 @@ def resolve_target(logits: Tensor, target: Tensor | int | None) -> Tensor:
     """The explained class per image: the prediction when None, an int broadcast over the batch, or (B,)."""
     if target is None:
         return logits.argmax(-1)
-    if isinstance(target, int):
-        return torch.full((logits.shape[0],), target, dtype=torch.long, device=logits.device)
     target = torch.as_tensor(target, device=logits.device).long().reshape(-1)
     if target.numel() == 1 and logits.shape[0] > 1:
         target = target.expand(logits.shape[0])
