@@ -102,5 +102,17 @@ class Head(nn.Module):
             raise GlassViTError(f"labels must lie in [0, {self.num_classes}), got range [{int(y.min())}, {int(y.max())}]")
         return F.cross_entropy(logits, y.long())
 
+    def after_optimizer_step(self, output: HeadOutput, batch: dict[str, Any]) -> None:
+        """Called by the trainer after every optimiser step with that step's output and batch.
+
+        For updates that are not gradient steps (ProtoTree's derivative-free leaf distributions). Default: nothing.
+        """
+
+    def after_training(self, model: nn.Module, loader: Any) -> None:
+        """Called by the trainer once after the last epoch with the model and a training-data loader.
+
+        For end-of-training steps such as prototype projection onto training patches. Default: nothing.
+        """
+
     def extra_repr(self) -> str:
         return f"num_classes={self.num_classes}, multi_label={self.multi_label}"
