@@ -10,6 +10,7 @@ and every forward that asks for nothing, runs timm's code path untouched.
 from __future__ import annotations
 
 from contextlib import contextmanager
+from pathlib import Path
 from typing import Any
 
 import timm
@@ -26,6 +27,8 @@ def create_timm_model(name: str, *, pretrained: bool = False, pretrained_file: s
     if not timm.is_model(name):
         raise unknown("timm backbone", name, timm.list_models())
     if pretrained_file is not None:
+        if not Path(pretrained_file).is_file():
+            raise GlassViTError(f"pretrained_file {pretrained_file} does not exist")
         kwargs["pretrained_cfg_overlay"] = dict(file=str(pretrained_file))
     try:
         return timm.create_model(name, pretrained=pretrained or pretrained_file is not None, num_classes=0, **kwargs)
@@ -33,7 +36,7 @@ def create_timm_model(name: str, *, pretrained: bool = False, pretrained_file: s
         if not (pretrained or pretrained_file):
             raise GlassViTError(f"cannot build timm backbone {name!r} with {kwargs}: {e}") from e
         raise GlassViTError(
-            f"could not load pretrained weights for {name!r} ({type(e).__name__}: {str(e).splitlines()[0][:200]}). "
+            f"could not load pretrained weights for {name!r} ({type(e).__name__}: {str(e).split(chr(10))[0][:200]}). "
             "Offline? Point at a local file with pretrained_file=PATH (a .safetensors of the timm weights), or fill "
             "the Hugging Face cache (HF_HUB_CACHE) on a connected machine and set HF_HUB_OFFLINE=1."
         ) from e
