@@ -24,3 +24,19 @@ for size, (timm_name, label, width, _) in VIT_SIZES.items():
         description=f"ViT-{label}/16 at 224 px with timm's linear classifier (black-box baseline, width {width})",
         paper=VIT_PAPER,
     ))
+
+# Concept Transformer: global concepts queried by the CLS token, spatial concepts queried by every patch token.
+# Sizes follow the paper's CUB-200 setup (13 global, 95 spatial concepts); concept attention heads equal the
+# backbone's, which always divide the width (the reference pairs ViT-L's 1024 with 12 heads and crashes).
+CT_PAPER = "Rigotti et al., Attention-based Interpretability with Concept Transformers, ICLR 2022"
+for size, (timm_name, label, width, heads) in VIT_SIZES.items():
+    register(ModelSpec(
+        name=f"ct-{size}",
+        backbone=timm_name,
+        head="concept",
+        num_classes=200,
+        description=f"ViT-{label}/16 at 224 px with a Concept Transformer head: 13 global + 95 spatial concepts, "
+                    f"{heads} concept-attention heads (width {width}); explained by per-concept logit contributions",
+        paper=CT_PAPER,
+        head_kwargs=dict(num_concepts=13, num_spatial_concepts=95, num_heads=heads),
+    ))

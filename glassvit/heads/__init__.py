@@ -1,6 +1,6 @@
 """Interpretable heads, one file each, registered by name (see base.py for the contract)."""
 
-from . import linear
+from . import concept, linear
 from .base import HEADS, Head, build_head, head_arguments, register_head
 
-__all__ = ["HEADS", "Head", "build_head", "head_arguments", "register_head", "linear"]
+__all__ = ["HEADS", "Head", "build_head", "head_arguments", "register_head", "concept", "linear"]
