@@ -40,3 +40,20 @@ for size, (timm_name, label, width, heads) in VIT_SIZES.items():
         paper=CT_PAPER,
         head_kwargs=dict(num_concepts=13, num_spatial_concepts=95, num_heads=heads),
     ))
+
+# R-Cut: the linear classifier explained by Relationship Weighted Out and a normalised cut of the last block's input
+# tokens (glassvit/heads/rcut.py); model.explain(x) runs it, any other method stays available by name.
+RCUT_PAPER = ("Niu et al., R-Cut: Enhancing Explainability in Vision Transformers with Relationship Weighted Out "
+              "and Cut, Sensors 2024 (arXiv:2307.09050)")
+for size in ("s16", "b16"):
+    timm_name, label, width, _ = VIT_SIZES[size]
+    register(ModelSpec(
+        name=f"rcut-{size}",
+        backbone=timm_name,
+        head="linear",
+        num_classes=1000,
+        description=f"ViT-{label}/16 at 224 px, linear classifier explained by R-Cut (score weighting of the "
+                    f"{width} channels entering the last block, normalised cut of the token graph)",
+        paper=RCUT_PAPER,
+        explainer="rcut",
+    ))
