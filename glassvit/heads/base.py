@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import inspect
 from collections.abc import Callable
-from typing import Any, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar
 
 import torch
 import torch.nn.functional as F
@@ -20,6 +20,9 @@ from torch import Tensor, nn
 
 from ..errors import GlassViTError, unknown
 from ..types import BackboneInfo, Explanation, HeadOutput, TokenRequest, Tokens
+
+if TYPE_CHECKING:
+    from ..models.backbone import Backbone
 
 HEADS: dict[str, type[Head]] = {}
 
@@ -73,6 +76,13 @@ class Head(nn.Module):
     def requests(self, explain: bool) -> TokenRequest:
         """What the head needs from the backbone; `explain` is True when the forward pass feeds `explain`."""
         return TokenRequest()
+
+    def bind(self, backbone: Backbone) -> None:
+        """Called once by GlassViT right after the head is built, with the backbone whose tokens it will read.
+
+        A head that runs the backbone's last blocks itself takes them here (`backbone.split_off_blocks`), so that
+        their pretrained weights carry over and no block runs twice. Default: nothing.
+        """
 
     def forward(self, tokens: Tokens) -> HeadOutput:  # pragma: no cover - abstract
         raise NotImplementedError

@@ -10,6 +10,7 @@ and every forward that asks for nothing, runs timm's code path untouched.
 from __future__ import annotations
 
 from contextlib import contextmanager
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -87,6 +88,25 @@ class Backbone(nn.Module):
 
     def _blocks(self) -> nn.Sequential | None:
         return None if self.is_nhwc else self.model.blocks
+
+    def split_off_blocks(self, n: int) -> tuple[nn.Sequential, nn.Module]:
+        """Hand the last `n` transformer blocks and the final norm over to a head that runs them itself.
+
+        For heads that replace the last blocks with their own variant, initialised from these (pretrained) weights,
+        without running any block twice. Afterwards the backbone stops after block L-n: `Tokens.cls`/`patches` and
+        requested hidden states are that block's raw output (no final norm), and `info.num_blocks` is L-n. The
+        returned modules leave the backbone's state_dict; the caller registers them. ViT-family backbones only.
+        """
+        blocks = self._blocks()
+        if blocks is None:
+            raise GlassViTError(f"{self.name!r} has no sequence of transformer blocks to split off (windowed, hierarchical backbone)")
+        if not 1 <= n < len(blocks):
+            raise GlassViTError(f"can split off 1 to {len(blocks) - 1} blocks of {self.name!r}, not {n}")
+        keep = len(blocks) - n
+        taken, self.model.blocks = blocks[keep:], blocks[:keep]
+        norm, self.model.norm = self.model.norm, nn.Identity()
+        self.info = replace(self.info, num_blocks=keep)
+        return taken, norm
 
     def _resolve(self, indices: tuple[int, ...], what: str) -> list[int]:
         blocks = self._blocks()

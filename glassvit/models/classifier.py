@@ -72,6 +72,7 @@ class GlassViT(nn.Module):
             raise GlassViTError(f"{len(config.label_names)} label names for {config.num_classes} classes")
         self.backbone = Backbone(config.backbone, pretrained_backbone, pretrained_file, **config.backbone_kwargs)
         self.head = build_head(config.head, self.backbone.info, config.num_classes, **config.head_kwargs)
+        self.head.bind(self.backbone)
         if config.explainer != "native":
             get_explainer(config.explainer)
 
