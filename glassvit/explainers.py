@@ -9,12 +9,17 @@ method=...)`, and evaluation treats them all alike.
 
 from __future__ import annotations
 
+import importlib
 from collections.abc import Callable
 
 from .errors import unknown
 
 Explainer = Callable[..., "Explanation"]  # noqa: F821 - documented above
 EXPLAINERS: dict[str, Explainer] = {}
+
+# modules that register built-in explainers; imported on first lookup so `model.explain(x, method="rollout")`
+# works without importing them, and importing glassvit stays light
+BUILTIN_MODULES = ("glassvit.evaluation.baselines",)
 
 
 def register_explainer(name: str) -> Callable[[Explainer], Explainer]:
@@ -27,7 +32,16 @@ def register_explainer(name: str) -> Callable[[Explainer], Explainer]:
     return deco
 
 
+def available_explainers() -> list[str]:
+    """Every registered explainer name ("native" first), the built-in post-hoc methods included."""
+    for module in BUILTIN_MODULES:
+        importlib.import_module(module)
+    return ["native", *EXPLAINERS]
+
+
 def get_explainer(name: str) -> Explainer:
     if name not in EXPLAINERS:
-        raise unknown("explainer", name, ["native", *EXPLAINERS])
+        available = available_explainers()
+        if name not in EXPLAINERS:
+            raise unknown("explainer", name, available)
     return EXPLAINERS[name]
