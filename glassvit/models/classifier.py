@@ -33,7 +33,9 @@ class ModelConfig:
 
     name: zoo name (or the user's), backbone/backbone_kwargs: timm model and its arguments, head/head_kwargs:
     registered head and its arguments, explainer/explainer_kwargs: the default explanation method ("native" = the
-    head's own), label_names: one per class, when known.
+    head's own), label_names: one per class, when known. backbone_weights: where the backbone's initial weights came
+    from ("hf-hub:ORG/NAME" for timm's pretrained weights on the Hub, "file:NAME" for a local file, "url:URL"), None
+    when it started from random weights; model cards name it as the base model only when it is a Hub id.
     """
 
     name: str
@@ -45,6 +47,7 @@ class ModelConfig:
     explainer: str = "native"
     explainer_kwargs: dict[str, Any] = field(default_factory=dict)
     label_names: list[str] | None = None
+    backbone_weights: str | None = None
 
     @classmethod
     def from_dict(cls, d: dict[str, Any], where: str = "config") -> ModelConfig:
@@ -71,6 +74,8 @@ class GlassViT(nn.Module):
         if config.label_names is not None and len(config.label_names) != config.num_classes:
             raise GlassViTError(f"{len(config.label_names)} label names for {config.num_classes} classes")
         self.backbone = Backbone(config.backbone, pretrained_backbone, pretrained_file, **config.backbone_kwargs)
+        if pretrained_backbone or pretrained_file is not None:
+            config.backbone_weights = pretrained_source(self.backbone.model.pretrained_cfg, pretrained_file)
         self.head = build_head(config.head, self.backbone.info, config.num_classes, **config.head_kwargs)
         self.head.bind(self.backbone)
         if config.explainer != "native":
@@ -119,17 +124,30 @@ class GlassViT(nn.Module):
     def save_pretrained(self, directory: str | Path, card: str | None = None) -> Path:
         """Write config.json, model.safetensors and a README.md model card to `directory`; returns it.
 
-        An existing README.md is kept unless `card` is given (see glassvit.card for what the default card holds).
+        An existing README.md written by a person is kept unless `card` is given; one glassvit wrote is refreshed
+        (see glassvit.card for what the default card holds).
         """
-        from ..card import model_card
+        from ..card import is_generated, model_card
 
         directory = Path(directory)
         serialization.write_json(directory / serialization.CONFIG_NAME, self.to_config_dict())
         serialization.write_weights(directory / serialization.WEIGHTS_NAME, self.state_dict(), {"format": "pt"})
         card_path = directory / serialization.CARD_NAME
-        if card is not None or not card_path.exists():
+        if card is not None or not card_path.exists() or is_generated(card_path.read_text()):
             serialization.atomic_write(card_path, lambda p: p.write_text(card or model_card(self)))
         return directory
+
+    def push_to_hub(self, repo_id: str, *, private: bool | None = None, revision: str | None = None,
+                    commit_message: str | None = None, token: str | None = None, **card_options: Any):
+        """Upload config.json, model.safetensors and a README.md model card to the Hub repo `repo_id`.
+
+        See `glassvit.hub.push_to_hub` for the card options (overwrite_card, results, datasets, license) and
+        what is returned.
+        """
+        from ..hub import push_to_hub
+
+        return push_to_hub(self, repo_id, private=private, revision=revision, commit_message=commit_message,
+                           token=token, **card_options)
 
     def to_config_dict(self) -> dict[str, Any]:
         """config.json content: timm-style top-level fields plus the "glassvit" section that rebuilds the model."""
@@ -144,6 +162,15 @@ class GlassViT(nn.Module):
             "pretrained_cfg": {k: list(v) if isinstance(v, tuple) else v for k, v in dc.items()},
             "glassvit": asdict(self.config),
         }
+
+
+def pretrained_source(pretrained_cfg: dict[str, Any], pretrained_file: str | None) -> str | None:
+    """Where timm took pretrained weights from, in timm's order of preference: a local file, the Hub, a URL."""
+    if pretrained_file is not None:
+        return f"file:{Path(pretrained_file).name}"
+    if pretrained_cfg.get("hf_hub_id"):
+        return f"hf-hub:{pretrained_cfg['hf_hub_id']}"
+    return f"url:{pretrained_cfg['url']}" if pretrained_cfg.get("url") else None
 
 
 @contextmanager
