@@ -16,6 +16,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "quickstart": ("glassvit.commands.quickstart", "the zoo in a few minutes, offline, on bundled data"),
     "list": ("glassvit.commands.zoo", "list zoo models matching a pattern"),
     "info": ("glassvit.commands.zoo", "show a zoo model's spec, size, input and paper"),
+    "train": ("glassvit.commands.train", "fine-tune a zoo model on your images (folder, manifest, DigitScenes)"),
     "push": ("glassvit.commands.push", "upload a saved model or training run to the Hugging Face Hub"),
 }
 
