@@ -156,7 +156,8 @@ class ConceptTransformerHead(Head):
         return TokenRequest(attention=(-1,)) if explain and global_query and self.token_pool is None else TokenRequest()
 
     def forward(self, tokens: Tokens) -> HeadOutput:
-        """Tokens -> logits (B,C); aux holds each branch's attention (B,H,Nq,K) before dropout."""
+        """Tokens -> logits (B,C); aux: each branch's attention (B,H,Nq,K) before dropout as "<branch>_attention",
+        "concepts" (B,K) the head-averaged global concept attention, "pool_weights" (B,N) when tokens are pooled."""
         aux: dict[str, Any] = {}
         logits = []
         if "global" in self.branches or "unsup" in self.branches:
@@ -165,6 +166,8 @@ class ConceptTransformerHead(Head):
                 if branch in self.branches:
                     z, aux[f"{branch}_attention"] = self.branches[branch](query)
                     logits.append(z[:, 0])
+            if "global" in self.branches:
+                aux["concepts"] = aux["global_attention"][:, :, 0].mean(1)  # (B,K): scores for concept accuracy
         if "spatial" in self.branches:
             z, aux["spatial_attention"] = self.branches["spatial"](tokens.patches)
             logits.append(z.mean(1))
