@@ -57,3 +57,36 @@ for size in ("s16", "b16"):
         paper=RCUT_PAPER,
         explainer="rcut",
     ))
+
+# ViT-NeT: a soft binary decision tree with one prototype per internal node decodes the final tokens
+# (glassvit/heads/neural_tree.py). Depth 4 (15 prototypes, 16 leaves) with 1x1 prototypes of width embed_dim / 4 is
+# the paper's CUB-200 setting; the paper uses depth=6 for Stanford Cars and Dogs, with proto_size=2 for Dogs.
+VITNET_PAPER = "Kim et al., ViT-NeT: Interpretable Vision Transformers with Neural Tree Decoder, ICML 2022"
+for size, (timm_name, label, width, _) in VIT_SIZES.items():
+    register(ModelSpec(
+        name=f"vit-net-{size}",
+        backbone=timm_name,
+        head="neural_tree",
+        num_classes=200,
+        description=f"ViT-{label}/16 at 224 px with a ViT-NeT neural tree: depth 4, 15 prototypes of width "
+                    f"{width // 4} on the 14x14 token grid, per-child token refinement; explained by its greedy "
+                    f"decision path",
+        paper=VITNET_PAPER,
+        head_kwargs=dict(depth=4, proto_size=1),
+    ))
+# The paper's own configuration: Swin-B pretrained on ImageNet-22k at 224 px / window 7, fine-tuned at 448 px with
+# window 14 (final tokens 14x14x1024, prototype width 256), stochastic depth 0.1. timm's Swin is the same
+# architecture as the official code's; what differs: timm resizes the relative-position tables from window 7 to 14
+# with its BEiT-style geometric interpolation where the official code interpolates them bicubically.
+register(ModelSpec(
+    name="vit-net-swin-b",
+    backbone="swin_base_patch4_window7_224.ms_in22k",
+    head="neural_tree",
+    num_classes=200,
+    description="Swin-B (ImageNet-22k) at 448 px, window 14, with a ViT-NeT tree of depth 4 on its 14x14x1024 "
+                "tokens: the paper's CUB-200 configuration (relative-position tables resized by timm's "
+                "interpolation instead of the official bicubic one)",
+    paper=VITNET_PAPER,
+    backbone_kwargs=dict(img_size=448, window_size=14, drop_path_rate=0.1),
+    head_kwargs=dict(depth=4, proto_size=1),
+))
