@@ -18,6 +18,8 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "info": ("glassvit.commands.zoo", "show a zoo model's spec, size, input and paper"),
     "train": ("glassvit.commands.train", "fine-tune a zoo model on your images (folder, manifest, DigitScenes)"),
     "push": ("glassvit.commands.push", "upload a saved model or training run to the Hugging Face Hub"),
+    "eval": ("glassvit.commands.eval", "accuracy and explanation quality on annotated data (JSON + Markdown)"),
+    "explain": ("glassvit.commands.explain", "figures of what a model looked at, and why, for image files"),
 }
 
 
