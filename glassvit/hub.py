@@ -87,12 +87,12 @@ def download(repo_and_rev: str, *, revision: str | None = None, cache_dir: str |
     fetch = dict(cache_dir=cache_dir, force_download=force_download, token=token)
     config_path = Path(_fetch(repo_id, serialization.CONFIG_NAME, revision, where, **fetch))
     snapshot = config_path.parent  # the cache's snapshots/<commit>/ folder
-    check_config(_read_json(config_path, where), f"{where} config.json", overrides or {})
+    validate_config(_read_json(config_path, where), f"{where} config.json", overrides or {})
     _fetch(repo_id, serialization.WEIGHTS_NAME, snapshot.name, where, **fetch)
     return snapshot
 
 
-def check_config(raw: Any, where: str, overrides: dict[str, Any]) -> ModelConfig:
+def validate_config(raw: Any, where: str, overrides: dict[str, Any]) -> ModelConfig:
     """Refuse a config this release cannot build: not glassvit's, another format version, an unknown head or timm
     backbone, or overrides that do not fit. Runs before any weights are downloaded."""
     from .zoo import apply_overrides

@@ -78,18 +78,19 @@ class Repo:
         return self.commits.get(oid) if oid else None
 
     def add_commit(self, parent: Commit | None, files: dict[str, bytes], message: str) -> Commit:
-        digest = hashlib.sha1(json.dumps(
-            [parent.oid if parent else None, message, len(self.commits), sorted((p, git_blob_sha(d)) for p, d in files.items())]
-        ).encode())
+        blobs = sorted((p, git_blob_sha(d)) for p, d in files.items())
+        digest = hashlib.sha1(json.dumps([parent.oid if parent else None, message, len(self.commits), blobs]).encode())
         commit = Commit(digest.hexdigest(), files, message)
         self.commits[commit.oid] = commit
         return commit
 
 
 class HubError(Exception):
-    def __init__(self, status: int, message: str, code: str | None = None, headers: dict[str, str] | None = None):
+    def __init__(self, status: int, message: str, code: str | None = None, headers: dict[str, str] | None = None,
+                 body: dict | None = None):
         super().__init__(message)
         self.status, self.message, self.code, self.headers = status, message, code, headers or {}
+        self.body = {"error": message, **(body or {})}
 
 
 class LocalHub:
@@ -108,7 +109,7 @@ class LocalHub:
         self.server = ThreadingHTTPServer(("127.0.0.1", 0), _handler(self))
         self.server.daemon_threads = True
         self.url = f"http://127.0.0.1:{self.server.server_address[1]}"
-        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
+        self.thread = threading.Thread(target=self.server.serve_forever, kwargs=dict(poll_interval=0.05), daemon=True)
 
     def __enter__(self) -> LocalHub:
         self.thread.start()
@@ -142,7 +143,7 @@ class LocalHub:
                     err = {"X-Error-Message": e.message, **e.headers}
                     if e.code:
                         err["X-Error-Code"] = e.code
-                    return e.status, err, json.dumps({"error": e.message}).encode()
+                    return e.status, err, json.dumps(e.body).encode()
         with self.lock:
             self.unknown.append((method, path))
         return 404, {}, b'{"error": "unknown route"}'
@@ -182,8 +183,8 @@ class LocalHub:
         payload = json.loads(body)
         repo_id = f"{payload.get('organization') or user}/{payload['name']}"
         if repo_id in self.repos:
-            raise HubError(409, "You already created this model repo", headers={"X-Repo-Url": f"{self.url}/{repo_id}"})
-        repo = Repo(repo_id, bool(payload.get("private")))
+            raise HubError(409, "You already created this model repo", body={"url": f"{self.url}/{repo_id}"})
+        repo = Repo(repo_id, payload.get("visibility") == "private" or bool(payload.get("private")))
         repo.branches["main"] = repo.add_commit(None, {".gitattributes": GITATTRIBUTES}, "initial commit").oid
         self.repos[repo_id] = repo
         return self._json({"url": f"{self.url}/{repo_id}", "name": repo_id})

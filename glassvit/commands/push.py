@@ -14,7 +14,7 @@ REPORT_NAME = "eval.json"
 
 
 def configure_push(p: argparse.ArgumentParser) -> None:
-    p.add_argument("run_dir", help="a model directory (save_pretrained or a training run: config.json + model.safetensors)")
+    p.add_argument("run_dir", help="a model directory: save_pretrained output or a training run")
     p.add_argument("repo_id", help="the Hub repo, e.g. me/vit-net-b16-birds (created when missing)")
     p.add_argument("--private", action="store_true", help="create the repo as private")
     p.add_argument("--revision", help="branch to push to (created when missing; default: main)")
