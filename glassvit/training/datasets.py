@@ -70,10 +70,15 @@ class ImageTransforms:
 
         keys = ("input_size", "interpolation", "mean", "std", "crop_pct", "crop_mode")
         config = {k: data_config[k] for k in keys if k in data_config}
-        if train:
-            primary, secondary, final = create_transform(**config, **timm_kwargs, is_training=True, separate=True)
+        try:
+            separate = train and not timm_kwargs.get("no_aug", False)
+            built = create_transform(**config, **timm_kwargs, is_training=train, separate=separate)
+        except TypeError as e:
+            raise GlassViTError(f"bad augmentation arguments {timm_kwargs}: {e}") from e
+        if isinstance(built, tuple):  # training: (geometric crop/flip, colour, to-tensor + normalise)
+            primary, secondary, final = built
             return cls(primary, T.Compose([secondary, final]))
-        steps = create_transform(**config, **timm_kwargs, is_training=False).transforms
+        steps = built.transforms  # evaluation, or training without augmentation: resize, crop | to-tensor, normalise
         cut = next(i for i, t in enumerate(steps) if "ToTensor" in type(t).__name__)
         return cls(T.Compose(steps[:cut]), T.Compose(steps[cut:]))
 

@@ -204,6 +204,7 @@ class _Trainer:
         self.ddp: nn.Module | None = None
         self._best_copy: dict[str, Tensor] | None = None
         self.frozen: bool | None = None
+        self.trainable = {p: p.requires_grad for p in model.parameters()}  # parameters the caller froze stay frozen
         self.stop = False
         self.checked = False
 
@@ -211,11 +212,15 @@ class _Trainer:
     def run(self, resume: bool) -> FitResult:
         start = time.perf_counter()
         self._begin(resume)
-        with self._signals():
-            while self.state.epoch < self.settings["epochs"] and not self.state.finished:
-                self._epoch(self.state.epoch)
-        if not self.state.finished:
-            self._finish()
+        try:
+            with self._signals():
+                while self.state.epoch < self.settings["epochs"] and not self.state.finished:
+                    self._epoch(self.state.epoch)
+            if not self.state.finished:
+                self._finish()
+        finally:
+            for p, trainable in self.trainable.items():
+                p.requires_grad_(trainable)
         model = self.model.eval()
         result = FitResult(model, list(self.state.history), self.settings["select_metric"], self.state.best_metric,
                            self.state.best_epoch, self.out_dir, time.perf_counter() - start)
@@ -289,7 +294,7 @@ class _Trainer:
                 terms, output = net(batch)
             loss = terms["loss"]
             if not torch.isfinite(loss):
-                raise GlassViTError(f"the loss became {float(loss)} at epoch {self.state.epoch + 1}, step "
+                raise GlassViTError(f"the loss became {float(loss.detach())} at epoch {self.state.epoch + 1}, step "
                                     f"{self.state.global_step + 1}; lower the learning rate or set grad_clip")
             self.scaler.scale(loss / group_size).backward()
         return terms, output
@@ -422,11 +427,12 @@ class _Trainer:
         if frozen == self.frozen:
             return
         for p in self.model.backbone.parameters():
-            p.requires_grad_(not frozen)
+            p.requires_grad_(self.trainable[p] and not frozen)
         self.frozen = frozen
         if self.ctx.active:
             ids = [self.ctx.device.index] if self.ctx.device.type == "cuda" else None
-            self.ddp = DistributedDataParallel(self.net, device_ids=ids)
+            # heads may leave parameters out of a forward pass (a branch without its annotations)
+            self.ddp = DistributedDataParallel(self.net, device_ids=ids, find_unused_parameters=True)
 
     def _bar(self, epoch: int, start: int):
         if not self.progress:
