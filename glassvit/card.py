@@ -34,7 +34,7 @@ def base_model(model) -> str | None:
 
 
 def flatten_results(report: dict[str, Any], prefix: str = "") -> dict[str, Any]:
-    """A nested evaluation report -> {"a/b/metric": number or string}; lists and nulls are left out."""
+    """A nested metrics dict -> {"a/b/metric": number or string}; lists and nulls are left out."""
     flat: dict[str, Any] = {}
     for key, value in report.items():
         name = f"{prefix}{key}"
@@ -64,12 +64,32 @@ def _format(value: Any) -> str:
     return f"{value:.4g}" if isinstance(value, float) else str(value)
 
 
+def _metrics_table(metrics: dict[str, Any]) -> str:
+    rows = "\n".join(f"| {k} | {_format(v)} |" for k, v in flatten_results(metrics).items())
+    return "| metric | value |\n|---|---|\n" + rows if rows else ""
+
+
+def evaluation_section(results: dict[str, Any]) -> list[str]:
+    """Markdown blocks for the card: a `glassvit eval` report (eval.json: data, accuracy, explanations per
+    explainer) as its data line, accuracy table and explanation table; any other dict as one table of metrics."""
+    if not isinstance(results.get("explanations"), dict):
+        table = _metrics_table(results)
+        return [table] if table else []
+    from .evaluation.runner import explanation_table
+
+    blocks = [f"On `{results['data']}` ({results['num_images']} images)." if "data" in results else "",
+              _metrics_table(results.get("accuracy") or {}),
+              explanation_table(results["explanations"]) if results["explanations"] else ""]
+    return [b for b in blocks if b]
+
+
 def model_card(model, results: dict[str, Any] | None = None, repo_id: str | None = None,
                datasets: list[str] | None = None, license: str | None = None) -> str:
     """Markdown model card for a GlassViT `model`.
 
     Args:
-        results: an evaluation report, flat {metric: value} or nested (flattened to "a/b" names).
+        results: a `glassvit eval` report (the content of eval.json) or any {metric: value} dict (nested dicts
+            are flattened to "a/b" names).
         repo_id: the Hub repo the card is for (the usage snippet loads "hf-hub:REPO_ID").
         datasets: Hub dataset ids (or names) the model was trained on.
         license: the weights' license; default: the pretrained backbone's license when it has one, else apache-2.0.
@@ -93,14 +113,14 @@ def model_card(model, results: dict[str, Any] | None = None, repo_id: str | None
     elif cfg.backbone_weights:
         start = f"initialised from `{cfg.backbone_weights}`"
     else:
-        start = "trained from random initialisation"
+        start = "starting from random weights (no pretrained base model)"
     kwargs = f" with `{json.dumps(cfg.backbone_kwargs)}`" if cfg.backbone_kwargs else ""
     parts = [
         _front_matter(meta),
         GENERATED_MARKER,
-        f"# {cfg.name}",
-        f"An image classifier from glassvit: the timm backbone "
-        f"`{cfg.backbone}` with the `{cfg.head}` head, {cfg.num_classes} classes.",
+        f"# {repo_id.split('/')[-1] if repo_id else cfg.name}",
+        f"An image classifier from glassvit, model `{cfg.name}`: the timm backbone `{cfg.backbone}` with the "
+        f"`{cfg.head}` head, {cfg.num_classes} classes.",
         "## The head",
         summary,
         f"Paper: {head.paper}" if head.paper else "",
@@ -118,8 +138,7 @@ def model_card(model, results: dict[str, Any] | None = None, repo_id: str | None
     ]
     if cfg.label_names:
         parts += ["## Labels", ", ".join(f"`{n}`" for n in cfg.label_names)]
-    flat = flatten_results(results or {})
-    if flat:
-        rows = "\n".join(f"| {k} | {_format(v)} |" for k, v in flat.items())
-        parts += ["## Evaluation", "| metric | value |\n|---|---|\n" + rows]
+    evaluation = evaluation_section(results or {})
+    if evaluation:
+        parts += ["## Evaluation", *evaluation]
     return "\n\n".join(p for p in parts if p) + "\n"
