@@ -10,6 +10,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -17,7 +18,7 @@ import torch
 
 from .. import serialization, zoo
 from ..errors import GlassViTError, unknown
-from ..training import fit
+from ..training import TrainingInterrupted, fit
 from ..training.datasets import open_data
 from ..training.loop import evaluate
 
@@ -122,14 +123,11 @@ def run_train(args: argparse.Namespace) -> int:
             print(f"skipped {len(d.skipped)} unreadable images in {d.source}, e.g. {d.skipped[0]}")
         if not o["resume"] or not (out / CONFIG_NAME).is_file():
             serialization.write_json(out / CONFIG_NAME, {k: o[k] for k in RUN_OPTIONS})
-    result = fit(
-        model, train_data, val_data, epochs=o["epochs"], batch_size=o["batch_size"], lr=o["lr"],
-        backbone_lr=o["backbone_lr"], weight_decay=o["weight_decay"], warmup_epochs=o["warmup_epochs"],
-        min_lr=o["min_lr"], grad_clip=o["grad_clip"], accumulate=o["accumulate"],
-        freeze_backbone_epochs=o["freeze_backbone_epochs"], amp=o["amp"], seed=o["seed"], out_dir=out,
-        resume=o["resume"], select_metric=o["select_metric"], val_fraction=o["val_fraction"],
-        num_workers=o["num_workers"], progress=o["progress"] and rank == 0, device=o["device"],
-    )
+    try:
+        result = _fit(model, train_data, val_data, o, out, rank)
+    except TrainingInterrupted as e:
+        print(f"glassvit train: {e}", file=sys.stderr)
+        return 130
     if rank == 0 and not o["progress"]:
         print(result.summary())
     if o["test"] and rank == 0:
@@ -138,6 +136,17 @@ def run_train(args: argparse.Namespace) -> int:
         serialization.write_json(out / "test_metrics.json", metrics)
         print("test: " + ", ".join(f"{k} {v:.4f}" for k, v in metrics.items()))
     return 0
+
+
+def _fit(model, train_data, val_data, o: dict[str, Any], out: Path, rank: int):
+    return fit(
+        model, train_data, val_data, epochs=o["epochs"], batch_size=o["batch_size"], lr=o["lr"],
+        backbone_lr=o["backbone_lr"], weight_decay=o["weight_decay"], warmup_epochs=o["warmup_epochs"],
+        min_lr=o["min_lr"], grad_clip=o["grad_clip"], accumulate=o["accumulate"],
+        freeze_backbone_epochs=o["freeze_backbone_epochs"], amp=o["amp"], seed=o["seed"], out_dir=out,
+        resume=o["resume"], select_metric=o["select_metric"], val_fraction=o["val_fraction"],
+        num_workers=o["num_workers"], progress=o["progress"] and rank == 0, device=o["device"],
+    )
 
 
 def _model_and_data(o: dict[str, Any]):

@@ -148,7 +148,7 @@ def fit(model: nn.Module, train_data: Dataset, val_data: Dataset | None = None, 
                     val_fraction=val_fraction if val_data is None else None, select_metric=select_metric)
     ctx = distributed.setup(device)
     try:
-        trainer = _Trainer(model, train_data, val_data, settings, ctx, out_dir, num_workers, progress)
+        trainer = Trainer(model, train_data, val_data, settings, ctx, out_dir, num_workers, progress)
         return trainer.run(resume)
     finally:
         distributed.teardown(ctx)
@@ -175,7 +175,9 @@ class _LossModule(nn.Module):
         return self.model.loss(output, batch), output
 
 
-class _Trainer:
+class Trainer:
+    """The state of one fit run; `fit` builds it and calls `run`; `train_step` is its unit of work."""
+
     def __init__(self, model: nn.Module, train_data: Dataset, val_data: Dataset | None, settings: dict[str, Any],
                  ctx: distributed.Context, out_dir: str | Path | None, num_workers: int, progress: bool):
         s = self.settings = {**settings, "world": ctx.world}
@@ -258,46 +260,55 @@ class _Trainer:
         loader = make_loader(self.train_data, self._sampler(epoch, start * self.local_batch), self.local_batch,
                              self.num_workers, s["seed"], pin_memory=self.ctx.device.type == "cuda")
         bar = self._bar(epoch, start)
-        seen, output, batch = 0, None, None
+        seen, shown = 0, 0.0
         for batch in loader:
             batch = to_device(batch, self.ctx.device)
             if not self.checked:
                 check_batch(self.model, batch)
                 self.checked = True
-            micro = self.state.batches_done
-            group_start = micro - micro % s["accumulate"]
-            group_size = min(s["accumulate"], self.batches_per_epoch - group_start)
-            last_in_group = micro + 1 == group_start + group_size
-            terms, output = self._forward_backward(batch, group_size, sync=last_in_group)
-            self.totals.update(terms, output, batch)
-            self.state.batches_done += 1
+            terms, _, stepped = self.train_step(batch)
             seen += batch["image"].shape[0]
+            now = time.perf_counter()
             if bar is not None:
                 bar.update(1)
-                bar.set_postfix(loss=f"{float(terms['loss'].detach()):.4f}",
-                                img_s=f"{seen * self.ctx.world / (time.perf_counter() - t0):.0f}")
-            if last_in_group:
-                self._optimizer_step(output, batch)
-                if self.ctx.any(self.stop):
-                    self._interrupt(bar)
+            if now - shown > 1.0:  # reading the loss waits for the device: about once a second
+                shown = now
+                loss = self._checked_loss(terms)
+                if bar is not None:
+                    bar.set_postfix(loss=f"{loss:.4f}", img_s=f"{seen * self.ctx.world / (now - t0):.0f}")
+            if stepped and self.ctx.any(self.stop):
+                self._interrupt(bar)
         if bar is not None:
             bar.close()
         self._end_epoch(epoch, time.perf_counter() - t0)
         if self.ctx.any(self.stop):
             self._interrupt(None)
 
-    def _forward_backward(self, batch: dict[str, Any], group_size: int, sync: bool):
+    def train_step(self, batch: dict[str, Any]) -> tuple[dict[str, Tensor], HeadOutput, bool]:
+        """One micro-batch (on the device): forward, the head's loss, backward; when it closes an accumulation
+        group, also the optimiser step and the head's after_optimizer_step. Returns (loss terms, output, stepped)."""
+        accumulate = self.settings["accumulate"]
+        micro = self.state.batches_done % self.batches_per_epoch
+        group_start = micro - micro % accumulate
+        group_size = min(accumulate, self.batches_per_epoch - group_start)
+        stepped = micro + 1 == group_start + group_size
         net = self.ddp if self.ddp is not None else self.net
-        no_sync = self.ddp.no_sync() if self.ddp is not None and not sync else nullcontext()
-        with no_sync:
+        with self.ddp.no_sync() if self.ddp is not None and not stepped else nullcontext():
             with torch.autocast(self.ctx.device.type, dtype=self.amp_dtype, enabled=self.amp_dtype is not None):
                 terms, output = net(batch)
-            loss = terms["loss"]
-            if not torch.isfinite(loss):
-                raise GlassViTError(f"the loss became {float(loss.detach())} at epoch {self.state.epoch + 1}, step "
-                                    f"{self.state.global_step + 1}; lower the learning rate or set grad_clip")
-            self.scaler.scale(loss / group_size).backward()
-        return terms, output
+            self.scaler.scale(terms["loss"] / group_size).backward()
+        self.totals.update(terms, output, batch)
+        self.state.batches_done += 1
+        if stepped:
+            self._optimizer_step(output, batch)
+        return terms, output, stepped
+
+    def _checked_loss(self, terms: dict[str, Tensor]) -> float:
+        loss = float(terms["loss"].detach())
+        if not math.isfinite(loss):
+            raise GlassViTError(f"the loss became {loss} at epoch {self.state.epoch + 1}, step "
+                                f"{self.state.global_step}; lower the learning rate or set grad_clip")
+        return loss
 
     def _optimizer_step(self, output: HeadOutput, batch: dict[str, Any]) -> None:
         s = self.settings
@@ -323,6 +334,9 @@ class _Trainer:
         record: dict[str, float] = {"epoch": epoch + 1, "step": self.state.global_step,
                                     "lr": self.optimizer.param_groups[-1]["lr"], "seconds": round(seconds, 3)}
         record.update({f"train_{k}": v for k, v in merged.result().items()})
+        if not math.isfinite(record.get("train_loss", 0.0)):
+            raise GlassViTError(f"the loss became {record['train_loss']} in epoch {epoch + 1}; lower the learning "
+                                "rate or set grad_clip")
         improved = False
         if self.val_data is not None:
             val = _evaluate(self.model, self.val_data, self.local_batch, self.num_workers, self.ctx, self.amp_dtype)
