@@ -58,6 +58,24 @@ for size in ("s16", "b16"):
         explainer="rcut",
     ))
 
+# eX-ViT: the backbone's last block becomes an E-MHA block (its pretrained weights plus a learned locality bias),
+# read by attribute prototypes whose maps add up to class maps and logits; trained from image labels (multi-label,
+# PASCAL VOC's 20 classes by default) for weakly supervised segmentation (glassvit/heads/exvit.py).
+EXVIT_PAPER = ("Yu et al., eX-ViT: A Novel eXplainable Vision Transformer for Weakly Supervised Semantic "
+               "Segmentation, arXiv:2207.05358")
+for size in ("s16", "b16"):
+    timm_name, label, width, _ = VIT_SIZES[size]
+    register(ModelSpec(
+        name=f"ex-vit-{size}",
+        backbone=timm_name,
+        head="exvit",
+        num_classes=20,
+        description=f"ViT-{label}/16 at 224 px with an eX-ViT head: E-MHA last block, 4 attribute prototypes per "
+                    f"class (width {width}), class maps and pseudo masks from image labels (multi-label)",
+        paper=EXVIT_PAPER,
+        head_kwargs=dict(multi_label=True),
+    ))
+
 # ViT-NeT: a soft binary decision tree with one prototype per internal node decodes the final tokens
 # (glassvit/heads/neural_tree.py). Depth 4 (15 prototypes, 16 leaves) with 1x1 prototypes of width embed_dim / 4 is
 # the paper's CUB-200 setting; the paper uses depth=6 for Stanford Cars and Dogs, with proto_size=2 for Dogs.
