@@ -103,7 +103,8 @@ def validate_config(raw: Any, where: str, overrides: dict[str, Any]) -> ModelCon
         if not timm.is_model(config.backbone):
             raise unknown("timm backbone", config.backbone, timm.list_models())
     except GlassViTError as e:
-        raise GlassViTError(f"{where}: {e} (the weights were not downloaded)") from None
+        message = str(e) if str(e).startswith(where) else f"{where}: {e}"
+        raise GlassViTError(f"{message}; the weights were not downloaded") from None
     return config
 
 
