@@ -244,3 +244,20 @@ def test_bad_settings_fail_clearly(tmp_path):
         fit(model, Quadrants(1), epochs=1, val_fraction=0.9, **QUIET)
     with pytest.raises(GlassViTError, match="warmup_epochs"):
         fit(model, Quadrants(8), epochs=1, warmup_epochs=2, **QUIET)
+
+
+def test_blocks_a_head_runs_keep_the_backbone_rate_and_freeze_with_it():
+    model = tiny_model("ex-vit-s16", num_classes=4)
+    taken = {id(p) for m in model.backbone.handed_over for p in m.parameters()}
+    assert taken and all(not n.startswith("backbone.") for n, p in model.named_parameters() if id(p) in taken)
+    groups = param_groups(model, lr=1e-3, backbone_lr=1e-5, weight_decay=0.05)
+    backbone = {id(p) for g in groups if g["name"].startswith("backbone") for p in g["params"]}
+    assert taken <= backbone
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    labels = Quadrants(8)
+    multi_hot = [{**labels[i], "label": torch.eye(4)[labels.labels[i]]} for i in range(8)]
+    fit(model, multi_hot, epochs=1, batch_size=4, freeze_backbone_epochs=1, val_fraction=0, **QUIET)
+    named = dict(model.named_parameters())
+    frozen = [n for n in named if id(named[n]) in taken | {id(p) for p in model.backbone.parameters()}]
+    assert all(torch.equal(before[n], named[n].detach()) for n in frozen)
+    assert not all(torch.equal(before[n], p.detach()) for n, p in named.items())

@@ -58,6 +58,7 @@ class Backbone(nn.Module):
         self.name = name
         self.model = create_timm_model(name, pretrained=pretrained, pretrained_file=pretrained_file, **kwargs)
         self.is_nhwc = not hasattr(self.model, "blocks")
+        self.handed_over: list[nn.Module] = []  # blocks given to a head by split_off_blocks
         self.in_chans = self.model.patch_embed.proj.in_channels
         with torch.no_grad():
             self.info = self._probe()
@@ -96,6 +97,8 @@ class Backbone(nn.Module):
         without running any block twice. Afterwards the backbone stops after block L-n: `Tokens.cls`/`patches` and
         requested hidden states are that block's raw output (no final norm), and `info.num_blocks` is L-n. The
         returned modules leave the backbone's state_dict; the caller registers them. ViT-family backbones only.
+        The backbone keeps an unregistered reference to them in `handed_over`, so that a trainer still treats their
+        (pretrained) parameters as backbone parameters (learning rate, freezing).
         """
         blocks = self._blocks()
         if blocks is None:
@@ -105,6 +108,7 @@ class Backbone(nn.Module):
         keep = len(blocks) - n
         taken, self.model.blocks = blocks[keep:], blocks[:keep]
         norm, self.model.norm = self.model.norm, nn.Identity()
+        self.handed_over = [taken, norm]  # a plain list: not registered, not in this module's state_dict
         self.info = replace(self.info, num_blocks=keep)
         return taken, norm
 

@@ -43,7 +43,7 @@ from . import checkpoint, distributed
 from .checks import check_batch, check_data
 from .loaders import EpochSampler, make_loader, split_validation, to_device
 from .metrics import MetricTotals
-from .optim import build_optimizer, build_scheduler
+from .optim import backbone_parameters, build_optimizer, build_scheduler
 
 # fit arguments that shape the trajectory; a resumed run must use the same values
 TRAJECTORY = ("epochs", "batch_size", "lr", "backbone_lr", "weight_decay", "warmup_epochs", "min_lr", "grad_clip",
@@ -440,7 +440,7 @@ class Trainer:
     def _set_frozen(self, frozen: bool) -> None:
         if frozen == self.frozen:
             return
-        for p in self.model.backbone.parameters():
+        for p in backbone_parameters(self.model):
             p.requires_grad_(self.trainable[p] and not frozen)
         self.frozen = frozen
         if self.ctx.active:

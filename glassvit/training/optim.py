@@ -13,15 +13,27 @@ from timm.scheduler import CosineLRScheduler
 from torch import nn
 
 
+def backbone_parameters(model: nn.Module) -> list[nn.Parameter]:
+    """The backbone's parameters, including the blocks it handed over to a head (Backbone.split_off_blocks)."""
+    params = list(model.backbone.parameters())
+    for module in model.backbone.handed_over:
+        params += list(module.parameters())
+    return params
+
+
 def param_groups(model: nn.Module, lr: float, backbone_lr: float, weight_decay: float) -> list[dict]:
-    """AdamW parameter groups of a GlassViT; every parameter belongs to exactly one group (frozen ones too)."""
+    """AdamW parameter groups of a GlassViT; every parameter belongs to exactly one group (frozen ones too).
+
+    Backbone blocks that a head runs itself (handed over by Backbone.split_off_blocks) keep the backbone's rate.
+    """
     skip = set()
     timm_model = model.backbone.model
     if hasattr(timm_model, "no_weight_decay"):
         skip = {f"backbone.model.{n}" for n in timm_model.no_weight_decay()}
+    in_backbone = {id(p) for p in backbone_parameters(model)}
     groups: dict[tuple[str, bool], list[nn.Parameter]] = {}
     for name, p in model.named_parameters():
-        part = "backbone" if name.startswith("backbone.") else "head"
+        part = "backbone" if id(p) in in_backbone else "head"
         decay = p.ndim > 1 and name not in skip
         groups.setdefault((part, decay), []).append(p)
     return [
