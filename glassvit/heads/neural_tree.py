@@ -509,6 +509,7 @@ class NeuralTreeHead(Head):
         """
         classes = self._subtree_classes(self.leaf_distributions(model, loader))
         best = torch.full((self.num_internal,), float("inf"), device=self.prototypes.device)
+        prototypes, source, patches = self.prototypes.clone(), self.proto_source.clone(), self.proto_patches.clone()
         found: dict[int, dict[str, Any]] = {}
         seen = 0
         with _eval_mode(model):
@@ -525,15 +526,17 @@ class NeuralTreeHead(Head):
                         k, (i, r, c) = int(rows[j]), _unravel(int(idx[j]), d.shape[1:])
                         node_feats = feats[j if feats.shape[0] > 1 else 0, i]  # (N,C)
                         window = rearrange(node_feats, "(h w) c -> c h w", h=tokens.grid[0])
-                        self.prototypes[k] = window[:, r:r + self.proto_size, c:c + self.proto_size]
+                        prototypes[k] = window[:, r:r + self.proto_size, c:c + self.proto_size]
                         best[k] = dmin[j]
-                        self.proto_source[k] = torch.tensor([seen + i, r, c])
-                        self.proto_patches[k] = _crop(images[i], (r, c), self.proto_size, tokens.grid,
-                                                      tuple(self.proto_patches.shape[-2:]))
+                        source[k] = torch.tensor([seen + i, r, c])
+                        patches[k] = _crop(images[i], (r, c), self.proto_size, tokens.grid, tuple(patches.shape[-2:]))
                         found[k] = {"image": seen + i, "row": r, "col": c, "distance": float(dmin[j])}
                     if level < self.depth - 1:
                         feats = self._descend(feats, level)
                 seen += images.shape[0]
+        self.prototypes.copy_(prototypes)
+        self.proto_source.copy_(source)
+        self.proto_patches.copy_(patches)
         return dict(sorted(found.items()))
 
     def _subtree_classes(self, leaf_distributions: Tensor) -> Tensor:
