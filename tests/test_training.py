@@ -206,6 +206,36 @@ def test_metrics():
     assert totals.result() == {"loss": 1.5, "accuracy": pytest.approx(5 / 6), "exact_match": 0.5}
 
 
+def test_torchvision_style_pairs_train():
+    pairs = [(item["image"], int(item["label"])) for item in (Quadrants(16)[i] for i in range(16))]
+    result = fit(tiny_model("vit-ti16", num_classes=4), pairs, epochs=1, batch_size=8, val_fraction=0, **QUIET)
+    assert result.history[0]["step"] == 2
+
+
+class RecordingHead(LinearHead):
+    images: list = []
+
+    def after_training(self, model, loader):
+        RecordingHead.images = [b["image"] for b in loader]
+
+
+def test_after_training_reads_the_training_images_without_augmentation(tmp_path):
+    from glassvit.training.datasets import Manifest
+    from test_training_data import FLIP, square
+
+    for i in range(4):
+        square(tmp_path / f"{i}.png")
+    (tmp_path / "m.jsonl").write_text("\n".join(json.dumps({"image": f"{i}.png", "label": i}) for i in range(4)))
+    model = tiny_model("vit-ti16", num_classes=4)
+    model.head = RecordingHead(model.backbone.info, 4)
+    data = Manifest(tmp_path / "m.jsonl", data_config=model.data_config, train=True, augment=FLIP)
+    fit(model, data, epochs=1, batch_size=2, val_fraction=0.5, **QUIET)
+    seen = torch.cat(RecordingHead.images)
+    plain = data.for_eval()[0]["image"]  # all four images are the same picture
+    assert len(seen) == 2 and all(torch.equal(image, plain) for image in seen)
+    assert not torch.equal(data[0]["image"], plain)  # the training view is augmented (flipped)
+
+
 def test_amp_on_cpu_trains():
     result = fit(tiny_model("vit-ti16", num_classes=4), Quadrants(16), epochs=1, batch_size=8, amp=True,
                  val_fraction=0, **QUIET)
@@ -261,3 +291,23 @@ def test_blocks_a_head_runs_keep_the_backbone_rate_and_freeze_with_it():
     frozen = [n for n in named if id(named[n]) in taken | {id(p) for p in model.backbone.parameters()}]
     assert all(torch.equal(before[n], named[n].detach()) for n in frozen)
     assert not all(torch.equal(before[n], p.detach()) for n, p in named.items())
+
+
+def test_fit_learns_on_digitscenes():
+    """Real data: DigitScenes scenes of handwritten 0s and 1s (a tiny ViT from scratch, 8 epochs of ~11 steps) reach
+    >= 75% accuracy on the test split's 0/1 scenes, which share no handwritten sample with training (measured: 87%)."""
+    from torchvision.transforms import Normalize
+
+    from glassvit.data import DigitScenes
+
+    model = tiny_model("vit-ti16", num_classes=10)
+    norm = Normalize(model.data_config["mean"], model.data_config["std"])
+
+    def zeros_and_ones(split, n):
+        scenes = DigitScenes(split, "single", size=32, num_scenes=n, transform=norm)
+        return [item for item in (scenes[i] for i in range(n)) if int(item["label"]) in (0, 1)]
+
+    result = fit(model, zeros_and_ones("train", 1000), epochs=8, batch_size=16, lr=2e-3, warmup_epochs=0.5,
+                 val_fraction=0.2, **QUIET)
+    assert result.history[-1]["train_loss"] < result.history[0]["train_loss"]
+    assert evaluate(result.model, zeros_and_ones("test", 400))["accuracy"] >= 0.75

@@ -13,7 +13,7 @@ from collections.abc import Iterator, Sized
 from typing import Any
 
 import torch
-from torch.utils.data import DataLoader, Dataset, Sampler, Subset
+from torch.utils.data import DataLoader, Dataset, Sampler, Subset, default_collate
 
 from ..errors import GlassViTError
 
@@ -56,8 +56,7 @@ class EpochSampler(Sampler[int]):
 def split_validation(data: Dataset, fraction: float, seed: int) -> tuple[Dataset, Dataset | None]:
     """Hold out a seeded random `fraction` of `data` for validation: (train subset, validation subset or None).
 
-    When `data` offers `for_eval()` (a view with evaluation transforms, see glassvit.training.datasets), the
-    validation subset is taken from that view, so held-out images are not augmented.
+    The validation subset is taken from `eval_view(data)`, so held-out images are not augmented.
     """
     n = _length(data)
     if not 0 <= fraction < 1:
@@ -68,8 +67,16 @@ def split_validation(data: Dataset, fraction: float, seed: int) -> tuple[Dataset
     if n_val >= n:
         raise GlassViTError(f"val_fraction={fraction} leaves no training data out of {n} items")
     order = torch.randperm(n, generator=torch.Generator().manual_seed(seed)).tolist()
-    val_view = data.for_eval() if hasattr(data, "for_eval") else data
-    return Subset(data, sorted(order[n_val:])), Subset(val_view, sorted(order[:n_val]))
+    return Subset(data, sorted(order[n_val:])), Subset(eval_view(data), sorted(order[:n_val]))
+
+
+def eval_view(data: Dataset) -> Dataset:
+    """`data` without augmentation: its `for_eval()` view (also through a Subset), else `data` itself."""
+    if hasattr(data, "for_eval"):
+        return data.for_eval()
+    if isinstance(data, Subset) and hasattr(data.dataset, "for_eval"):
+        return Subset(data.dataset.for_eval(), data.indices)
+    return data
 
 
 def _length(data: Any) -> int:
@@ -86,7 +93,14 @@ def make_loader(data: Dataset, sampler: EpochSampler, batch_size: int, num_worke
     """A DataLoader over `sampler` whose worker seeds derive from (seed, epoch, rank), not from the global RNG."""
     g = torch.Generator().manual_seed((seed * 1_000_003 + sampler.epoch) * 4099 + sampler.rank)
     return DataLoader(data, batch_size=batch_size, sampler=sampler, num_workers=num_workers, generator=g,
-                      pin_memory=pin_memory, persistent_workers=False)
+                      pin_memory=pin_memory, collate_fn=collate)
+
+
+def collate(items: list[Any]) -> Any:
+    """default_collate of dict items; (image, label) pairs (torchvision style) become {"image", "label"} dicts."""
+    if items and isinstance(items[0], (tuple, list)) and len(items[0]) == 2:
+        items = [{"image": image, "label": torch.as_tensor(label)} for image, label in items]
+    return default_collate(items)
 
 
 def to_device(batch: dict[str, Any], device: torch.device) -> dict[str, Any]:

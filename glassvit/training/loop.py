@@ -41,7 +41,7 @@ from ..heads.base import Head
 from ..types import HeadOutput
 from . import checkpoint, distributed
 from .checks import check_batch, check_data
-from .loaders import EpochSampler, make_loader, split_validation, to_device
+from .loaders import EpochSampler, collate, eval_view, make_loader, split_validation, to_device
 from .metrics import MetricTotals
 from .optim import backbone_parameters, build_optimizer, build_scheduler
 
@@ -114,7 +114,8 @@ def fit(model: nn.Module, train_data: Dataset, val_data: Dataset | None = None, 
         model: a GlassViT (zoo.load); trained in place and returned in the result.
         train_data: map-style dataset of dicts: "image" (3,H,W) float, "label" (long scalar, or (C,) float
             multi-hot for multi-label heads), optional "concepts" (K,), "spatial_concepts" (N,K) on the model's
-            token grid, "mask"/"masks"/"box"/"boxes"; NaN marks a missing annotation.
+            token grid, "mask"/"masks"/"box"/"boxes"; NaN marks a missing annotation. (image, label) pairs, as
+            torchvision datasets yield them, are accepted too.
         val_data: validation data; when None, a seeded `val_fraction` of `train_data` is held out (0: none).
         epochs: passes over the training data.
         batch_size: images per optimiser step and micro-batch, over all processes (divided among them).
@@ -369,8 +370,8 @@ class Trainer:
             self._restore_best()
         head = self.model.head
         if type(head).after_training is not Head.after_training:
-            data = self.train_data.for_eval() if hasattr(self.train_data, "for_eval") else self.train_data
-            loader = DataLoader(data, batch_size=self.local_batch, shuffle=False, num_workers=self.num_workers)
+            loader = DataLoader(eval_view(self.train_data), batch_size=self.local_batch, shuffle=False,
+                                num_workers=self.num_workers, collate_fn=collate)
             self.model.eval()
             head.after_training(self.model, loader)
         self.state.finished = True
@@ -482,7 +483,7 @@ def _evaluate(model: nn.Module, data: Dataset, batch_size: int, num_workers: int
     model.eval()
     totals = MetricTotals(model.head.multi_label)
     sampler = EpochSampler(len(data), shuffle=False, rank=ctx.rank, world=ctx.world, pad=False)
-    loader = DataLoader(data, batch_size=batch_size, sampler=sampler, num_workers=num_workers)
+    loader = DataLoader(data, batch_size=batch_size, sampler=sampler, num_workers=num_workers, collate_fn=collate)
     with torch.no_grad():
         for batch in loader:
             batch = to_device(batch, ctx.device)
