@@ -82,6 +82,8 @@ def write_manifest(root, rows):
     (lambda p: write_manifest(p, [{"image": "imgs/a/0.png", "label": 0, "concepts": [1, 0]},
                                   {"image": "imgs/a/0.png", "label": 0, "concepts": [1]}]), [],
      "m.jsonl:2: 1 concepts, but earlier rows have 2"),
+    (lambda p: write_manifest(p, [{"image": "imgs/a/0.png", "label": 0, "concepts": [1, 0]}] * 4),
+     ["--model", "ct-ti16", "--val-fraction", "0"], r"batch\['concepts'\] must have shape \(4, 13\) for this head"),
     (lambda p: image_folder(p / "d"), ["--model", "vit-tiny"], "unknown zoo model 'vit-tiny'"),
     (lambda p: image_folder(p / "d"), ["--batch-size", "0"], "batch_size 0 must be a positive multiple"),
     (lambda p: image_folder(p / "d"), ["--val", "digitscenes:single"], "held out from its training split"),

@@ -452,7 +452,10 @@ class Trainer:
     def _bar(self, epoch: int, start: int):
         if not self.progress:
             return None
-        from tqdm.auto import tqdm
+        try:
+            from tqdm.auto import tqdm
+        except ImportError:  # the per-epoch lines still report (tqdm comes with glassvit[data])
+            return None
 
         return tqdm(total=self.batches_per_epoch, initial=start, desc=f"epoch {epoch + 1}/{self.settings['epochs']}",
                     leave=False, dynamic_ncols=True)
