@@ -197,3 +197,16 @@ def test_loss_from_digitscenes_batch_of_one():
                                                                                 terms["spatial_concept"]))
     terms["loss"].backward()
     assert model.head.branches["spatial"].concepts.grad.abs().sum() > 0
+
+
+def test_figures(tmp_path):
+    pytest.importorskip("matplotlib")
+    from glassvit.viz import head_figures
+
+    model = tiny_model("ct-ti16", num_classes=2, num_concepts=10, num_spatial_concepts=3,
+                       concept_names=[f"digit {d}" for d in range(10)], label_names=["even", "odd"]).eval()
+    data = DigitScenes("test", "evenodd", size=TINY_IMG, num_scenes=2)
+    x = torch.stack([data[i]["image"] for i in range(2)])
+    paths = head_figures("concept")(model, x, model.explain(x), tmp_path, "ct")
+    assert [p.name for p in paths] == ["ct_0_concepts.png", "ct_0_maps.png", "ct_1_concepts.png", "ct_1_maps.png"]
+    assert all(p.read_bytes().startswith(b"\x89PNG") for p in paths)
