@@ -155,7 +155,10 @@ class StackedRefinement(nn.Module):
         g = F.gelu(F.layer_norm(g, (c,)) * p["norm1_weight"][:, :, None] + p["norm1_bias"][:, :, None])
         g = torch.einsum("nsbc,nsdc->nsbd", g, p["fc2_weight"]) + p["fc2_bias"][:, :, None]
         out = F.layer_norm(x[:, None] + g[:, :, :, None], (c,))
-        return torch.addcmul(p["norm2_bias"][:, :, None, None], out, p["norm2_weight"][:, :, None, None]).flatten(0, 1)
+        weight, bias = p["norm2_weight"][:, :, None, None], p["norm2_bias"][:, :, None, None]
+        if torch.is_grad_enabled():
+            return torch.addcmul(bias, out, weight).flatten(0, 1)
+        return out.mul_(weight).add_(bias).flatten(0, 1)  # in place when no graph is recorded: the largest tensors
 
 
 class StackedLeaves(nn.Module):
@@ -194,7 +197,7 @@ def window_distances(x: Tensor, protos: Tensor, grid: tuple[int, int]) -> Tensor
     x = rearrange(x, "g b (h w) c -> g b h w c", h=grid[0], w=grid[1])
     p = rearrange(protos, "(g m) c i j -> g m i j c", g=g)
     hh, ww = grid[0] - size + 1, grid[1] - size + 1
-    x2 = torch.linalg.vecdot(x, x)
+    x2 = torch.linalg.vector_norm(x, dim=-1).square()  # one reduction, no (g,B,h,w,C) temporary
     if size > 1:
         x2 = F.avg_pool2d(x2.flatten(0, 1), size, stride=1) * size * size
     xp = sum(torch.einsum("gbhwc,gmc->gmbhw", x[:, :, i:i + hh, j:j + ww], p[:, :, i, j])
@@ -295,23 +298,20 @@ class NeuralTreeHead(Head):
         """The soft tree, level by level: one batched op per level for all of its nodes."""
         x, logits = self._inputs(tokens)
         feats, mass = x, x.new_ones(1, x.shape[1])
-        presence, maps, choose_left, left = [], [], [], []
+        levels = []  # per level, heap order: presence (n,B), maps (n,B,h',w'), decisions (n,B), p_left (n,B)
         for level in range(self.depth):
-            heap = self._level(level)
-            m = self._presence(window_distances(feats, self.prototypes[self.heap_to_pre[heap]], tokens.grid))
-            s = m.flatten(2).amax(-1)  # (n,B)
-            p_left, decide = self._route(s, self.forced_child[self.heap_to_pre[heap]][:, None])
+            rows = self.heap_to_pre[self._level(level)]
+            maps = self._presence(window_distances(feats, self.prototypes[rows], tokens.grid))
+            s = maps.flatten(2).amax(-1)
+            p_left, go_left = self._route(s, self.forced_child[rows][:, None])
             mass = torch.stack([mass * p_left, mass * (1 - p_left)], 1).flatten(0, 1)
             feats = self._descend(feats, level)
-            presence.append(s), maps.append(m), choose_left.append(decide), left.append(p_left)
+            levels.append((s, maps, go_left, p_left))
         leaf_probs = self._leaf_probs(feats, slice(None), logits).transpose(0, 1)
         path_probs = mass.T
-        to_pre = self.pre_to_heap
-
-        def pre(parts: list[Tensor]) -> Tensor:
-            return torch.cat(parts)[to_pre].transpose(0, 1)
-
-        return TreeState(pre(presence), pre(maps), pre(choose_left), pre(left), path_probs, leaf_probs,
+        presence, maps, choose_left, left = (torch.cat(parts)[self.pre_to_heap].transpose(0, 1)
+                                             for parts in zip(*levels))
+        return TreeState(presence, maps, choose_left, left, path_probs, leaf_probs,
                          torch.einsum("bl,blc->bc", path_probs, leaf_probs))
 
     def greedy(self, tokens: Tokens) -> tuple[Tensor, Tensor]:
@@ -380,18 +380,21 @@ class NeuralTreeHead(Head):
         go_left = torch.where(forced < 0, go_left, forced == 0)
         return p_left, go_left
 
-    def _level(self, level: int) -> slice:
-        return slice(2 ** level - 1, 2 ** (level + 1) - 1)
+    def _level(self, level: int, offset: int = 0) -> slice:
+        """Heap indices of a level's nodes, minus `offset` (1: their refinement rows)."""
+        return slice(2 ** level - 1 - offset, 2 ** (level + 1) - 1 - offset)
 
     def _descend(self, feats: Tensor, level: int) -> Tensor:
         """Features of level+1 (2n,B,N,C) from level `level` (n,B,N,C); shared features pass through."""
         if not self.refine:
             return feats
-        return self._finish(self.refinement(feats, slice(2 ** (level + 1) - 2, 2 ** (level + 2) - 2)), level)
+        return self._finish(self.refinement(feats, self._level(level + 1, offset=1)), level)
 
     def _finish(self, z: Tensor, level: int) -> Tensor:
         """Sigmoid of refined features; skipped at the leaves, whose max-pooling commutes with the sigmoid."""
-        return z if level == self.depth - 1 else torch.sigmoid(z)
+        if level == self.depth - 1:
+            return z
+        return torch.sigmoid(z) if torch.is_grad_enabled() else z.sigmoid_()
 
     def _leaf_probs(self, feats: Tensor, rows: slice | Tensor, logits: Tensor | None) -> Tensor:
         """(L,B,C) leaf distributions from leaf-level features (L or 1,B,N,C)."""
