@@ -115,7 +115,8 @@ def load(name: str | Path, *, pretrained: bool = False, num_classes: int | None 
             pretrained weights through timm (the head stays untrained, with a warning).
         num_classes: the number of classes; for a saved model, a different number keeps the backbone and
             re-initialises the head (fine-tuning on new classes).
-        pretrained_file: a local timm weights file for the backbone (offline use of timm weights).
+        pretrained_file: a local timm weights file for the backbone (offline use of timm weights), or a saved
+            glassvit model directory whose backbone to start from (e.g. a new head on a fine-tuned backbone).
         **overrides: see the module docstring. For hf-hub names, `revision`, `cache_dir`, `force_download`
             and `token` are passed to the download.
     """

@@ -108,3 +108,14 @@ def test_unknown_backbone_and_unreachable_weights(tmp_path):
         Backbone("vit_bsae_patch16_224")
     with pytest.raises(GlassViTError, match="missing.safetensors does not exist"):
         Backbone("vit_base_patch16_224", pretrained_file=str(tmp_path / "missing.safetensors"), **TINY_VIT)
+
+
+def test_backbone_from_a_saved_glassvit_model(tmp_path):
+    from helpers import tiny_model
+
+    source = tiny_model("vit-b16", num_classes=3, seed=5).eval()
+    source.save_pretrained(tmp_path / "source")
+    bb = Backbone("vit_base_patch16_224", pretrained_file=str(tmp_path / "source"), **TINY_VIT).eval()
+    torch.testing.assert_close(bb(x).patches, source.backbone(x).patches)
+    with pytest.raises(GlassViTError, match="do not match"):
+        Backbone("vit_base_patch16_224", pretrained_file=str(tmp_path / "source"), **dict(TINY_VIT, depth=3))

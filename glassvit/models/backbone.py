@@ -19,6 +19,7 @@ import torch
 from einops import rearrange
 from torch import Tensor, nn
 
+from .. import serialization
 from ..errors import GlassViTError, unknown
 from ..types import BackboneInfo, TokenRequest, Tokens
 
@@ -27,6 +28,10 @@ def create_timm_model(name: str, *, pretrained: bool = False, pretrained_file: s
     """timm.create_model without a classifier; clear errors for unknown names and unreachable weights."""
     if not timm.is_model(name):
         raise unknown("timm backbone", name, timm.list_models())
+    if pretrained_file is not None and Path(pretrained_file).is_dir():
+        model = create_timm_model(name, **kwargs)
+        _load_glassvit_backbone(model, Path(pretrained_file))
+        return model
     if pretrained_file is not None:
         if not Path(pretrained_file).is_file():
             raise GlassViTError(f"pretrained_file {pretrained_file} does not exist")
@@ -43,13 +48,25 @@ def create_timm_model(name: str, *, pretrained: bool = False, pretrained_file: s
         ) from e
 
 
+def _load_glassvit_backbone(model: nn.Module, directory: Path) -> None:
+    """Copy the backbone weights of a saved glassvit model (a `save_pretrained` or run directory) into `model`.
+
+    This is how a new head starts from another model's fine-tuned backbone, e.g. the bundled DigitScenes one.
+    """
+    prefix = "backbone.model."
+    state = serialization.read_weights(directory / serialization.WEIGHTS_NAME)
+    backbone = {k[len(prefix):]: v for k, v in state.items() if k.startswith(prefix)}
+    serialization.load_state_strict(model, backbone, f"the backbone of {directory}")
+
+
 class Backbone(nn.Module):
     """Wraps a timm model and returns `Tokens` (see glassvit.types).
 
     Args:
         name: a timm model name, e.g. "vit_base_patch16_224".
         pretrained: load timm's pretrained weights.
-        pretrained_file: a local weights file for timm (implies pretrained).
+        pretrained_file: a local timm weights file, or a saved glassvit model directory whose backbone weights to
+            start from (implies pretrained).
         **kwargs: timm model arguments (img_size, patch_size, embed_dim, depth, num_heads, ...).
     """
 
