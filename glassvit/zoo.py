@@ -129,6 +129,8 @@ def load(name: str | Path, *, pretrained: bool = False, num_classes: int | None 
         return load_dir(name.removeprefix("local-dir:"), num_classes=num_classes, **overrides)
     spec = get_spec(name)
     if pretrained and spec.weights is not None:
+        if spec.explainer != "native":
+            overrides = {"explainer": spec.explainer, **overrides}
         model = _load_published(spec.weights, num_classes=num_classes, **overrides)
         model.config.name = spec.name
         return model
