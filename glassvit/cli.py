@@ -20,6 +20,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "push": ("glassvit.commands.push", "upload a saved model or training run to the Hugging Face Hub"),
     "eval": ("glassvit.commands.eval", "accuracy and explanation quality on annotated data (JSON + Markdown)"),
     "explain": ("glassvit.commands.explain", "figures of what a model looked at, and why, for image files"),
+    "report": ("glassvit.commands.report", "train every head family on DigitScenes and tabulate accuracy and explanations"),
 }
 
 

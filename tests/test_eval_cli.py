@@ -7,7 +7,7 @@ import pytest
 import torch
 from torch.utils.data import Dataset
 
-from glassvit import GlassViTError
+from glassvit import GlassViTError, zoo
 from glassvit.cli import main
 from glassvit.data import DigitScenes
 from glassvit.evaluation import metrics as M
@@ -178,3 +178,42 @@ def test_explain_command_errors(saved, image_files, tmp_path, capsys):
     assert main(["explain", "--model", str(saved), str(paths[0]), "--methods", "gradkam", "--out",
                  str(tmp_path)]) == 2
     assert "gradcam" in capsys.readouterr().err
+
+
+def test_report_families_cover_every_head_and_explainer():
+    from glassvit.evaluation.report import report_families
+
+    families = report_families()
+    combos = {(zoo.get_spec(n).head, zoo.get_spec(n).explainer) for n in families}
+    assert len(combos) == len(families)
+    vit_combos = {(s.head, s.explainer) for s in zoo.REGISTRY.values() if s.backbone.startswith("vit_")}
+    assert combos == vit_combos and ("linear", "native") in combos
+
+
+def test_report_trains_and_tabulates(tmp_path):
+    from glassvit.evaluation.report import ReportSettings, run_report
+
+    tiny = dict(img_size=32, patch_size=8, embed_dim=48, depth=2, num_heads=3)
+    settings = ReportSettings(train_scenes=32, test_scenes=4, pretrain_epochs=1, epochs=1, batch_size=16, figures=1,
+                              ig_steps=2, step=0.5, explainers=("native", "gradcam"), backbone_kwargs=tiny)
+    summary = run_report(tmp_path, settings, families=["vit-ti16", "rcut-s16"], progress=False)
+    table = (tmp_path / "report.md").read_text()
+    for row in ("vit-ti16 (linear) / native", "rcut-s16 (linear + rcut) / native", "rcut-s16 (linear + rcut) / gradcam"):
+        assert f"| {row} |" in table
+    assert "deletion AUC ↓" in table and "pointing game ↑" in table and "concept acc." not in table
+    report = json.loads((tmp_path / "report.json").read_text())
+    assert set(report["models"]) == {"vit-ti16", "rcut-s16"}
+    assert summary["table"] in table
+    # R-Cut explains the linear classifier: one trained model, two explainers
+    assert report["models"]["rcut-s16"]["accuracy"] == report["models"]["vit-ti16"]["accuracy"]
+    assert zoo.load(tmp_path / "backbone").config.head == "linear"  # the shared backbone, a zoo.load directory
+    assert (tmp_path / "models" / "rcut-s16" / "config.json").exists()
+    assert (tmp_path / "figures" / "vit-ti16_scene0.png").exists()
+
+    # a second report starts every family from that backbone and reports concept accuracy for the concept head
+    settings.backbone_from = str(tmp_path / "backbone")
+    run_report(tmp_path / "again", settings, families=["ct-ti16"], progress=False)
+    assert not (tmp_path / "again" / "backbone").exists()
+    again = json.loads((tmp_path / "again" / "report.json").read_text())
+    assert again["models"]["ct-ti16"]["accuracy"]["concept_accuracy"] is not None
+    assert "| ct-ti16 (concept) / native |" in (tmp_path / "again" / "report.md").read_text()

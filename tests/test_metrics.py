@@ -56,7 +56,8 @@ def test_deletion_and_insertion_known_curves():
     assert auc.item() == pytest.approx(2.0)
     bad = 1 - good  # the model's pixels go last: deletion stays high
     assert M.deletion_auc(MaskedSum(), x, bad, target, step=0.25, activation="logit").item() == pytest.approx(6.0)
-    ins = M.perturbation_curve(MaskedSum(), x, good, target, "insertion", step=0.25, baseline="zero", activation="logit")
+    ins = M.perturbation_curve(MaskedSum(), x, good, target, "insertion", step=0.25, baseline="zero",
+                               activation="logit")
     assert ins.tolist() == [[0, 4, 8, 8, 8]]
     assert M.insertion_auc(MaskedSum(), x, good, target, step=0.25, baseline="zero",
                            activation="logit").item() == pytest.approx(6.0)

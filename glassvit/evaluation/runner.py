@@ -108,7 +108,7 @@ class EvalResult:
         out = Path(out_dir)
         out.mkdir(parents=True, exist_ok=True)
         json_path, md_path = out / f"{stem}.json", out / f"{stem}.md"
-        serialization.write_json(json_path, _finite(self.to_dict()))
+        serialization.write_json(json_path, json_safe(self.to_dict()))
         serialization.atomic_write(md_path, lambda p: p.write_text(self.to_markdown()))
         return json_path, md_path
 
@@ -121,8 +121,8 @@ def explanation_table(rows: dict[str, dict[str, float]], first: str = "explainer
     """
     names = [m for m in EXPLANATION_METRICS if any(m in r for r in rows.values())]
     extra = extra or {}
-    header = [first, *extra, *(f"{EXPLANATION_METRICS[m].label} {'↑' if EXPLANATION_METRICS[m].higher_is_better else '↓'}"
-                               for m in names)]
+    arrows = {m: "↑" if EXPLANATION_METRICS[m].higher_is_better else "↓" for m in names}
+    header = [first, *extra, *(f"{EXPLANATION_METRICS[m].label} {arrows[m]}" for m in names)]
     lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     for key, row in rows.items():
         cells = [key, *(_fmt(extra[c].get(key)) for c in extra), *(_fmt(row.get(m)) for m in names)]
@@ -136,14 +136,14 @@ def _fmt(v: Any) -> str:
     return f"{v:.3f}" if isinstance(v, float) else str(v)
 
 
-def _finite(obj: Any) -> Any:
+def json_safe(obj: Any) -> Any:
     """JSON has no NaN: replace it by None, recursively."""
     if isinstance(obj, float) and math.isnan(obj):
         return None
     if isinstance(obj, dict):
-        return {k: _finite(v) for k, v in obj.items()}
+        return {k: json_safe(v) for k, v in obj.items()}
     if isinstance(obj, list):
-        return [_finite(v) for v in obj]
+        return [json_safe(v) for v in obj]
     return obj
 
 

@@ -100,5 +100,5 @@ def save_figure(fig, path: str | Path, dpi: int = 120) -> Path:
     return path
 
 
-__all__ = ["FIGURES", "head_figures", "overlay", "pyplot", "register_figure", "save_figure", "save_overlay", "save_overlays",
-           "to_display"]
+__all__ = ["FIGURES", "head_figures", "overlay", "pyplot", "register_figure", "save_figure", "save_overlay",
+           "save_overlays", "to_display"]
