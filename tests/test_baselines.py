@@ -14,6 +14,7 @@ from helpers import TINY_IMG, TINY_SWIN, tiny_model
 
 METHODS = ["attention", "rollout", "chefer", "gradcam", "ig"]
 CLASS_SPECIFIC = ["chefer", "gradcam", "ig"]
+FAST = {"ig": {"steps": 4}}  # keyword arguments that keep the suite quick
 
 
 @pytest.fixture(scope="module")
@@ -37,21 +38,22 @@ def test_registered_lazily_without_imports():
 
 @pytest.mark.parametrize("method", METHODS)
 def test_shapes_and_contract(model, images, method):
-    e = model.explain(images, method=method)
+    e = model.explain(images, method=method, **FAST.get(method, {}))
     assert e.method == method
     assert e.saliency.shape == (3, TINY_IMG, TINY_IMG)
     assert torch.isfinite(e.saliency).all() and (e.saliency >= 0).all() and e.saliency.sum() > 0
     assert not e.saliency.requires_grad
     torch.testing.assert_close(e.logits, model(images))
     torch.testing.assert_close(e.target, e.logits.argmax(-1))
-    assert model.explain(images, target=torch.tensor([0, 4, 2]), method=method).target.tolist() == [0, 4, 2]
+    given = model.explain(images, target=torch.tensor([0, 4, 2]), method=method, **FAST.get(method, {}))
+    assert given.target.tolist() == [0, 4, 2]
     assert not any(p.grad is not None for p in model.parameters())
 
 
 @pytest.mark.parametrize("method", METHODS)
 def test_class_specificity(model, images, method):
-    a = model.explain(images, target=0, method=method).saliency
-    b = model.explain(images, target=3, method=method).saliency
+    a = model.explain(images, target=0, method=method, **FAST.get(method, {})).saliency
+    b = model.explain(images, target=3, method=method, **FAST.get(method, {})).saliency
     if method in CLASS_SPECIFIC:
         assert not torch.allclose(a, b)
     else:
@@ -85,7 +87,7 @@ def test_gradcam_equals_cam_for_a_linear_head_on_final_tokens(images):
 
 
 def test_integrated_gradients_completeness(model, images):
-    e = model.explain(images[:2], method="ig", steps=64, target=1)
+    e = model.explain(images[:2], method="ig", steps=16, target=1)
     gap = model(images[:2])[:, 1] - model(torch.zeros_like(images[:2]))[:, 1]
     torch.testing.assert_close(e.details["attribution"].sum((1, 2, 3)), gap, rtol=0.02, atol=0.02)
     mean_base = model.explain(images[:2], method="ig", steps=4, baseline="mean", reduce="abs")

@@ -195,7 +195,8 @@ def test_report_trains_and_tabulates(tmp_path):
 
     tiny = dict(img_size=32, patch_size=8, embed_dim=48, depth=2, num_heads=3)
     settings = ReportSettings(train_scenes=32, test_scenes=4, pretrain_epochs=1, epochs=1, batch_size=16, figures=1,
-                              ig_steps=2, step=0.5, explainers=("native", "gradcam"), backbone_kwargs=tiny)
+                              ig_steps=2, step=0.5, explainers=("native", "gradcam"), backbone_kwargs=tiny,
+                              use_bundled=False)
     summary = run_report(tmp_path, settings, families=["vit-ti16", "rcut-s16"], progress=False)
     table = (tmp_path / "report.md").read_text()
     for row in ("vit-ti16 (linear) / native", "rcut-s16 (linear + rcut) / native", "rcut-s16 (linear + rcut) / gradcam"):

@@ -2,8 +2,10 @@
 
     python -m glassvit.evaluation.report --out digitscenes-report        (or: glassvit report --out ...)
 
-1. A shared backbone: a small ViT (`backbone`, `backbone_kwargs`) with a linear head is trained on DigitScenes for
-   `pretrain_epochs` (or taken from `backbone_from`, a saved glassvit model directory), like a pretrained backbone.
+1. A shared backbone, the small ViT of the bundled DigitScenes models (`backbone`, `backbone_kwargs`): the one in
+   `backbone_from` (a saved glassvit model directory) when given, else the bundled `vit-digits` weights when the
+   package ships them (`use_bundled`), else one trained here with a linear head on the training scenes for
+   `pretrain_epochs`.
 2. One zoo entry per family (the first plain-ViT entry of each head and default explainer: the linear black box,
    R-Cut, the Concept Transformer, eX-ViT, ViT-NeT, and any head registered later) is rebuilt on that backbone
    with a fresh head, and fine-tuned with glassvit.training.fit for the same `epochs`, batch size and learning rate.
@@ -29,6 +31,7 @@ import torch
 
 from .. import serialization, zoo
 from ..data import DigitScenes
+from ..zoo_entries import DIGITS_BACKBONE, DIGITS_VIT
 from ..heads import head_arguments
 from ..models.classifier import GlassViT, ModelConfig, evaluating
 from ..training import fit
@@ -37,7 +40,7 @@ from .runner import EvalSettings, evaluate_model, explanation_table, json_safe
 
 BASELINE_EXPLAINERS = ("attention", "rollout", "chefer", "gradcam", "ig")
 REPORT_METRICS = ("accuracy", "concept_accuracy", "deletion", "insertion", "pointing", "iou", "relevance_mass")
-SMALL_VIT = dict(img_size=32, patch_size=4, embed_dim=64, depth=3, num_heads=2)
+BUNDLED_BACKBONE = "vit-digits"
 
 
 @dataclass
@@ -53,9 +56,10 @@ class ReportSettings:
     batch_size: int = 32
     lr: float = 2e-3
     seed: int = 0
-    backbone: str = "vit_tiny_patch16_224"
-    backbone_kwargs: dict[str, Any] = field(default_factory=lambda: dict(SMALL_VIT))
+    backbone: str = DIGITS_BACKBONE
+    backbone_kwargs: dict[str, Any] = field(default_factory=lambda: dict(DIGITS_VIT))
     backbone_from: str | None = None
+    use_bundled: bool = True
     explainers: tuple[str, ...] = ("native", *BASELINE_EXPLAINERS)
     step: float = 0.2
     ig_steps: int = 16
@@ -90,6 +94,16 @@ def build_for_data(name: str, data, settings: ReportSettings, backbone_from: Pat
                     pretrained_file=str(backbone_from) if backbone_from is not None else None)
 
 
+def starting_backbone(settings: ReportSettings) -> Path | None:
+    """`backbone_from`, else the bundled vit-digits directory when shipped and `use_bundled`, else None."""
+    if settings.backbone_from:
+        return Path(settings.backbone_from)
+    bundled = zoo.BUNDLED_DIR / BUNDLED_BACKBONE
+    if settings.use_bundled and (bundled / serialization.WEIGHTS_NAME).exists():
+        return bundled
+    return None
+
+
 def pretrain_backbone(out: Path, settings: ReportSettings, data, progress: bool) -> Path:
     """Train the shared backbone with a linear head on DigitScenes; returns its model directory (OUT/backbone)."""
     torch.manual_seed(settings.seed)
@@ -116,8 +130,12 @@ def run_report(out: str | Path, settings: ReportSettings | None = None, families
     summary: dict[str, Any] = {"settings": asdict(settings), "models": {}}
     probe = DigitScenes("train", settings.task, size=settings.size, num_scenes=1)
     started = time.time()
-    backbone = (Path(settings.backbone_from) if settings.backbone_from
-                else pretrain_backbone(out, settings, probe, progress))
+    backbone = starting_backbone(settings)
+    if backbone is not None:
+        start = f"the backbone of `{backbone.name}`"
+    else:
+        backbone = pretrain_backbone(out, settings, probe, progress)
+        start = f"a backbone trained here with a linear head for {settings.pretrain_epochs} epochs"
     summary["backbone"] = {"path": str(backbone), "seconds": time.time() - started}
     trained: dict[str, tuple[dict[str, torch.Tensor], float]] = {}  # head + kwargs -> weights, training seconds
     for name in families:
@@ -152,7 +170,7 @@ def run_report(out: str | Path, settings: ReportSettings | None = None, families
     table = explanation_table(rows, first="model (head) / explainer", extra=accuracy)
     summary["table"] = table
     serialization.write_json(out / "report.json", json_safe(summary))
-    serialization.atomic_write(out / "report.md", lambda p: p.write_text(_markdown(table, settings)))
+    serialization.atomic_write(out / "report.md", lambda p: p.write_text(_markdown(table, settings, start)))
     return summary
 
 
@@ -160,10 +178,8 @@ def _metrics(data) -> list[str]:
     return [m for m in REPORT_METRICS if m != "concept_accuracy" or getattr(data, "num_concepts", 0)]
 
 
-def _markdown(table: str, s: ReportSettings) -> str:
+def _markdown(table: str, s: ReportSettings, start: str) -> str:
     bb = s.backbone_kwargs
-    start = (f"the backbone of {s.backbone_from}" if s.backbone_from else
-             f"a backbone trained on the same scenes with a linear head for {s.pretrain_epochs} epochs")
     return (f"DigitScenes `{s.task}` at {s.size} px, {s.train_scenes} training and {s.test_scenes} test scenes. "
             f"Every model: the same ViT (width {bb.get('embed_dim')}, depth {bb.get('depth')}, patch "
             f"{bb.get('patch_size')}) starting from {start}, then fine-tuned for {s.epochs} epochs (batch "
@@ -211,6 +227,7 @@ OPTION_HELP = {
     "lr": "peak learning rate of all training (1 warm-up epoch, cosine decay)",
     "seed": "seed of everything random",
     "backbone_from": "a saved glassvit model directory whose backbone every family starts from (skips pretraining)",
+    "use_bundled": "start from the bundled vit-digits backbone when the package ships it (0: train one here)",
     "step": "deletion/insertion step, as a fraction of the pixels",
     "ig_steps": "integration steps of the ig baseline",
     "figures": "test scenes drawn per model",
@@ -223,7 +240,7 @@ def configure(p: argparse.ArgumentParser) -> None:
     p.add_argument("--families", default=None, help="comma-separated zoo names (default: one per head family)")
     for key, text in OPTION_HELP.items():
         default = getattr(d, key)
-        kind = type(default) if default is not None else str
+        kind = (lambda v: bool(int(v))) if isinstance(default, bool) else type(default) if default is not None else str
         p.add_argument("--" + key.replace("_", "-"), type=kind, default=default, help=f"{text} (default: %(default)s)")
     p.add_argument("--no-progress", dest="progress", action="store_false", help="no progress bars")
 
