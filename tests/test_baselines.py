@@ -90,6 +90,8 @@ def test_integrated_gradients_completeness(model, images):
     e = model.explain(images[:2], method="ig", steps=16, target=1)
     gap = model(images[:2])[:, 1] - model(torch.zeros_like(images[:2]))[:, 1]
     torch.testing.assert_close(e.details["attribution"].sum((1, 2, 3)), gap, rtol=0.02, atol=0.02)
+    one_point_per_pass = model.explain(images[:2], method="ig", steps=16, target=1, max_batch=2)
+    torch.testing.assert_close(one_point_per_pass.details["attribution"], e.details["attribution"])
     mean_base = model.explain(images[:2], method="ig", steps=4, baseline="mean", reduce="abs")
     assert (mean_base.saliency >= 0).all()
     with pytest.raises(GlassViTError, match="reduce"):

@@ -19,6 +19,8 @@ def configure_eval(p: argparse.ArgumentParser) -> None:
     p.epilog = ("Example: glassvit eval --model runs/digits --data digitscenes:single --explainers native,rollout,"
                 "gradcam --out eval-digits")
     p.add_argument("--model", required=True, help="zoo name (glassvit list), model directory, or hf-hub:org/repo")
+    p.add_argument("--pretrained", action="store_true",
+                   help="for zoo names: load the published weights (bundled or Hub), e.g. --model vit-net-digits")
     p.add_argument("--data", required=True,
                    help="a folder of class subfolders, a .csv/.jsonl manifest (masks and boxes give the localisation "
                         "metrics), or digitscenes:TASK[:SIZE] (its test split)")
@@ -45,7 +47,7 @@ def configure_eval(p: argparse.ArgumentParser) -> None:
 
 
 def run_eval(args: argparse.Namespace) -> int:
-    model = zoo.load(args.model)
+    model = zoo.load(args.model, pretrained=args.pretrained)
     data = open_data(args.data, model, split="test", train=False, num_scenes=args.num_scenes)
     settings = EvalSettings(target=args.target, step=args.step, deletion_baseline=args.deletion_baseline,
                             insertion_baseline=args.insertion_baseline, tolerance=args.tolerance,

@@ -27,6 +27,8 @@ def configure_explain(p: argparse.ArgumentParser) -> None:
     p.epilog = "Example: glassvit explain --model runs/digits scene.png --methods native,gradcam --out figures"
     p.add_argument("images", nargs="+", metavar="IMAGE", help="image files (any format Pillow reads)")
     p.add_argument("--model", required=True, help="zoo name (glassvit list), model directory, or hf-hub:org/repo")
+    p.add_argument("--pretrained", action="store_true",
+                   help="for zoo names: load the published weights (bundled or Hub), e.g. --model vit-net-digits")
     p.add_argument("--out", default="explain-output", help="folder for the figures (default: %(default)s)")
     p.add_argument("--methods", type=_names, default=["native", "rollout", "gradcam"],
                    help="comma-separated explainers drawn side by side (default: native,rollout,gradcam)")
@@ -74,7 +76,7 @@ def resolve_class(target: str | None, label_names: list[str] | None, num_classes
 
 
 def run_explain(args: argparse.Namespace) -> int:
-    model = zoo.load(args.model).eval()
+    model = zoo.load(args.model, pretrained=args.pretrained).eval()
     known = available_explainers()
     for method in args.methods:
         if method not in known:

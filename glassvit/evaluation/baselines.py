@@ -140,11 +140,12 @@ def grad_cam(model, x: Tensor, target: Tensor | int | None = None) -> Explanatio
 
 @register_explainer("ig")
 def integrated_gradients(model, x: Tensor, target: Tensor | int | None = None, steps: int = 32,
-                         baseline: str = "zero", reduce: str = "positive") -> Explanation:
+                         baseline: str = "zero", reduce: str = "positive", max_batch: int = 256) -> Explanation:
     """Integrated gradients from a `baseline` image ("zero", "mean", "blur"; see metrics.baseline_images).
 
     details["attribution"] (B,C,H,W) sums over pixels to y_t(x) - y_t(x0) up to the Riemann error (completeness);
     the saliency is the positive part of the channel sum (`reduce="positive"`) or its magnitude (`reduce="abs"`).
+    The interpolation points go through the model together, at most `max_batch` images per pass.
     """
     if reduce not in ("positive", "abs"):
         raise GlassViTError(f"reduce must be 'positive' or 'abs', got {reduce!r}")
@@ -155,13 +156,16 @@ def integrated_gradients(model, x: Tensor, target: Tensor | int | None = None, s
     with torch.no_grad():
         logits = model(x)
     target = resolve_target(logits, target)
+    alphas = (torch.arange(steps, dtype=x.dtype, device=x.device) + 0.5) / steps
     total = torch.zeros_like(x)
+    chunk = max(1, max_batch // x.shape[0])
     with torch.enable_grad():
-        for k in range(steps):
-            point = (x0 + (k + 0.5) / steps * (x - x0)).requires_grad_(True)
-            out = model(point)
-            (g,) = torch.autograd.grad(out.gather(1, target.view(-1, 1)).sum(), point)
-            total += g
+        for a in alphas.split(chunk):
+            points = x0 + a.view(-1, 1, 1, 1, 1) * (x - x0)  # (k,B,C,H,W)
+            points = points.flatten(0, 1).requires_grad_(True)
+            out = model(points)
+            (g,) = torch.autograd.grad(out.gather(1, target.repeat(len(a)).view(-1, 1)).sum(), points)
+            total += g.view(len(a), *x.shape).sum(0)
     attribution = (x - x0) * total / steps
     summed = attribution.sum(1)
     saliency = summed.clamp_min(0) if reduce == "positive" else summed.abs()
