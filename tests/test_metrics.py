@@ -65,6 +65,13 @@ def test_deletion_and_insertion_known_curves():
     c = M.perturbation_curve(MaskedSum(), x, good, target, "deletion", step=0.4, activation="logit")
     assert c.tolist() == [[8, 2, 0, 0]]
     assert M.curve_auc(c, 0.4).item() == pytest.approx((8 + 2) / 2 * 0.4 + (2 + 0) / 2 * 0.4)
+    # one step per pass gives the same curve as all steps in one pass
+    x2 = torch.rand(3, 1, 4, 4)
+    sal = torch.rand(3, 4, 4)
+    t2 = torch.tensor([0, 1, 0])
+    together = M.perturbation_curve(MaskedSum(), x2, sal, t2, "insertion", step=0.25, baseline="mean")
+    apart = M.perturbation_curve(MaskedSum(), x2, sal, t2, "insertion", step=0.25, baseline="mean", max_batch=3)
+    torch.testing.assert_close(together, apart)
 
 def test_perturbation_baselines_and_errors():
     x = torch.arange(16.0).view(1, 1, 4, 4)

@@ -134,13 +134,15 @@ def default_activation(model: nn.Module) -> str:
 @torch.no_grad()
 def perturbation_curve(model: Callable[[Tensor], Tensor], images: Tensor, saliency: Tensor, target: Tensor,
                        mode: str = "deletion", step: float = 0.05, baseline: str = "zero",
-                       activation: str | None = None, blur_sigma: float | None = None) -> Tensor:
+                       activation: str | None = None, blur_sigma: float | None = None,
+                       max_batch: int = 256) -> Tensor:
     """Target-class score as the most salient pixels are removed ("deletion") or inserted ("insertion").
 
     images (B,C,H,W), saliency (B,H,W), target (B,) -> (B,S+1) scores at the removed/inserted fractions
     0, step, 2 step, ..., 1 (S = ceil(1/step)). Pixels are ranked by saliency (ties in row-major order) and
     replaced in all channels at once by the `baseline` image (see baseline_images); insertion starts from the
-    baseline image and restores the original pixels.
+    baseline image and restores the original pixels. The perturbed images of several steps go through the model
+    together, at most `max_batch` per pass.
     """
     if mode not in ("deletion", "insertion"):
         raise GlassViTError(f"perturbation mode must be 'deletion' or 'insertion', got {mode!r}")
@@ -152,15 +154,17 @@ def perturbation_curve(model: Callable[[Tensor], Tensor], images: Tensor, salien
     b, _, h, w = images.shape
     order = saliency.flatten(1).argsort(dim=1, descending=True, stable=True)
     rank = torch.empty_like(order).scatter_(1, order, torch.arange(h * w, device=order.device).expand(b, -1))
-    rank = rank.view(b, 1, h, w)
+    rank = rank.view(1, b, 1, h, w)
     base = baseline_images(images, baseline, blur_sigma)
     n_steps = math.ceil(1 / step - 1e-9)
+    counts = torch.tensor([round(min(s * step, 1.0) * h * w) for s in range(n_steps + 1)], device=images.device)
     scores = []
-    for s in range(n_steps + 1):
-        changed = rank < round(min(s * step, 1.0) * h * w)
+    for chunk in counts.split(max(1, max_batch // b)):
+        changed = rank < chunk.view(-1, 1, 1, 1, 1)  # (k,B,1,H,W)
         x = torch.where(changed, base, images) if mode == "deletion" else torch.where(changed, images, base)
-        scores.append(class_scores(model(x), target, activation))
-    return torch.stack(scores, 1)
+        logits = model(x.flatten(0, 1))
+        scores.append(class_scores(logits, target.repeat(len(chunk)), activation).view(len(chunk), b))
+    return torch.cat(scores).T
 
 
 def curve_auc(curve: Tensor, step: float | None = None) -> Tensor:
