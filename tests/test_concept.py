@@ -25,6 +25,15 @@ FIXTURE = Path(__file__).parent / "fixtures" / "concept_transformer.safetensors"
 ALL_BRANCHES = dict(num_concepts=4, num_spatial_concepts=5, num_unsup_concepts=3)
 
 
+@pytest.fixture(autouse=True, scope="module")
+def one_thread():
+    """Tiny models gain nothing from a second thread, and on shared cores two threads per process thrash."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
 @pytest.fixture(scope="module")
 def official():
     return load_file(str(FIXTURE))
@@ -210,3 +219,18 @@ def test_figures(tmp_path):
     paths = head_figures("concept")(model, x, model.explain(x), tmp_path, "ct")
     assert [p.name for p in paths] == ["ct_0_concepts.png", "ct_0_maps.png", "ct_1_concepts.png", "ct_1_maps.png"]
     assert all(p.read_bytes().startswith(b"\x89PNG") for p in paths)
+
+
+def test_explanation_loss_puts_the_attention_on_the_annotated_digits():
+    """A short fit on DigitScenes even/odd: with the explanation loss, the top global concept becomes the digit."""
+    from glassvit.training import evaluate, fit
+
+    model = tiny_model("ct-ti16", num_classes=2, backbone_kwargs=dict(patch_size=8, class_token=False, global_pool="avg"),
+                       num_concepts=10, num_spatial_concepts=10, expl_lambda=5.0)
+    scenes = DigitScenes("train", "evenodd", size=TINY_IMG, num_scenes=128, grid=model.backbone.info.grid)
+    data = [scenes[i] for i in range(len(scenes))]
+    before = evaluate(model, data, batch_size=128)
+    fit(model, data, epochs=50, batch_size=64, lr=5e-3, val_fraction=0, progress=False)
+    after = evaluate(model, data, batch_size=128)
+    assert before["concept_accuracy"] < 0.2 and before["concept"] > 0.85  # uniform attention: cost 1 - 1/10
+    assert after["concept_accuracy"] >= 0.5 and after["concept"] < 0.7 and after["spatial_concept"] < 0.7
