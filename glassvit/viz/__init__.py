@@ -72,7 +72,7 @@ def save_overlays(image: Tensor, saliencies: dict[str, Tensor], path: str | Path
     title), side by side; `title` goes above them all. Returns the path written."""
     plt = pyplot()
     n = len(saliencies) + 1
-    fig, axes = plt.subplots(1, n, figsize=(3 * n, 3.4 if title else 3.2), squeeze=False)
+    fig, axes = plt.subplots(1, n, figsize=(3 * n, 3.6 if title else 3.2), squeeze=False)
     axes = axes[0]
     axes[0].imshow(to_display(image))
     axes[0].set_axis_off()
@@ -82,7 +82,7 @@ def save_overlays(image: Tensor, saliencies: dict[str, Tensor], path: str | Path
         ax.set_title(name)
     if title:
         fig.suptitle(title)
-    fig.tight_layout()
+    fig.tight_layout(rect=(0, 0, 1, 0.93) if title else (0, 0, 1, 1))
     return save_figure(fig, path)
 
 
