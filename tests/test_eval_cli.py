@@ -199,7 +199,8 @@ def test_report_trains_and_tabulates(tmp_path):
                               use_bundled=False)
     summary = run_report(tmp_path, settings, families=["vit-ti16", "rcut-s16"], progress=False)
     table = (tmp_path / "report.md").read_text()
-    for row in ("vit-ti16 (linear) / native", "rcut-s16 (linear + rcut) / native", "rcut-s16 (linear + rcut) / gradcam"):
+    for row in ("vit-ti16 (linear) / native", "rcut-s16 (linear + rcut) / native",
+                "rcut-s16 (linear + rcut) / gradcam"):
         assert f"| {row} |" in table
     assert "deletion AUC ↓" in table and "pointing game ↑" in table and "concept acc." not in table
     report = json.loads((tmp_path / "report.json").read_text())

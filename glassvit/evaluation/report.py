@@ -51,10 +51,11 @@ class ReportSettings:
     size: int = 32
     train_scenes: int = 2000
     test_scenes: int = 100
-    pretrain_epochs: int = 10
-    epochs: int = 3
+    pretrain_epochs: int = 15
+    epochs: int = 4
     batch_size: int = 32
     lr: float = 2e-3
+    backbone_lr: float = 5e-4
     seed: int = 0
     backbone: str = DIGITS_BACKBONE
     backbone_kwargs: dict[str, Any] = field(default_factory=lambda: dict(DIGITS_VIT))
@@ -150,7 +151,8 @@ def run_report(out: str | Path, settings: ReportSettings | None = None, families
             started = time.time()
             train = open_data(spec, model, split="train", num_scenes=settings.train_scenes)
             model = fit(model, train, epochs=settings.epochs, batch_size=settings.batch_size, lr=settings.lr,
-                        warmup_epochs=1, seed=settings.seed, progress=progress, out_dir=out / "models" / name).model
+                        backbone_lr=settings.backbone_lr, warmup_epochs=1, seed=settings.seed, progress=progress,
+                        out_dir=out / "models" / name).model
             trained[same] = (model.state_dict(), time.time() - started)
         evaluation = evaluate_model(
             model, test, explainers=settings.explainers, metrics=_metrics(test), progress=progress,
@@ -183,10 +185,10 @@ def _markdown(table: str, s: ReportSettings, start: str) -> str:
     return (f"DigitScenes `{s.task}` at {s.size} px, {s.train_scenes} training and {s.test_scenes} test scenes. "
             f"Every model: the same ViT (width {bb.get('embed_dim')}, depth {bb.get('depth')}, patch "
             f"{bb.get('patch_size')}) starting from {start}, then fine-tuned for {s.epochs} epochs (batch "
-            f"{s.batch_size}, lr {s.lr:g}, seed {s.seed}). Every explainer explains the labelled class. Deletion "
-            f"(to zero) and insertion (from a blur) in steps of {s.step:g} of the pixels, scored by the class "
-            f"probability; pointing game, mask IoU (maps thresholded at half their range) and relevance mass against "
-            f"the digit's pixel mask.\n\n{table}\n")
+            f"{s.batch_size}, lr {s.lr:g} for the head and {s.backbone_lr:g} for the backbone, seed {s.seed}). "
+            f"Every explainer explains the labelled class. Deletion (to zero) and insertion (from a blur) in steps "
+            f"of {s.step:g} of the pixels, scored by the class probability; pointing game, mask IoU (maps "
+            f"thresholded at half their range) and relevance mass against the digit's pixel mask.\n\n{table}\n")
 
 
 def _figures(model, data, settings: ReportSettings, folder: Path, name: str) -> None:
@@ -224,7 +226,8 @@ OPTION_HELP = {
     "pretrain_epochs": "epochs of the shared backbone's training",
     "epochs": "fine-tuning epochs of every family",
     "batch_size": "batch size of all training",
-    "lr": "peak learning rate of all training (1 warm-up epoch, cosine decay)",
+    "lr": "peak learning rate of the backbone's training and of every head (1 warm-up epoch, cosine decay)",
+    "backbone_lr": "peak learning rate of the backbone while a family is fine-tuned",
     "seed": "seed of everything random",
     "backbone_from": "a saved glassvit model directory whose backbone every family starts from (skips pretraining)",
     "use_bundled": "start from the bundled vit-digits backbone when the package ships it (0: train one here)",
