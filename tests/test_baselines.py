@@ -120,3 +120,26 @@ def test_unknown_method_lists_builtins(model, images):
         model.explain(images, method="rolout")
     with pytest.raises(GlassViTError, match="head_fusion"):
         model.explain(images, method="rollout", head_fusion="median")
+
+
+def _one_per_head_and_backbone_kind() -> list[str]:
+    chosen: dict[tuple[str, bool], str] = {}
+    for name in zoo.list_models():
+        spec = zoo.get_spec(name)
+        chosen.setdefault((spec.head, "swin" in spec.backbone), name)
+    return sorted(chosen.values())
+
+
+@pytest.mark.parametrize("name", _one_per_head_and_backbone_kind())
+def test_every_head(name, images):
+    """Every head (one zoo model each, ViT and Swin backbones): heads that run the backbone's last blocks themselves
+    (eX-ViT) or read other tokens still give gradient-based maps."""
+    model = tiny_model(name).eval()
+    windowed = "swin" in model.config.backbone
+    for method in ("gradcam", "chefer"):
+        if windowed and method == "chefer":
+            with pytest.raises(GlassViTError, match="not available"):
+                model.explain(images, method=method)
+            continue
+        e = model.explain(images, method=method)
+        assert e.saliency.shape == (3, TINY_IMG, TINY_IMG) and (e.saliency >= 0).all() and e.saliency.sum() > 0
