@@ -1,6 +1,7 @@
 """Concept Transformer speed: whole-model overhead against the linear baseline, and our head against the official one.
 
     python -m benchmarks.concept --official /tmp/concept_transformer [--device cuda] [--batch 8] [--repeats 10]
+                                 [--threads 1]
 
 1. Whole model, inference: ct-b16 (13 global + 95 spatial concepts, 12 heads) against vit-b16 (linear head), both
    with 200 classes on the same ViT-B/16 at 224 px. Overhead = time(ct-b16) / time(vit-b16) - 1 (target <= 3%).
@@ -75,7 +76,10 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--batch", type=int, default=8)
     p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     p.add_argument("--repeats", type=int, default=10)
+    p.add_argument("--threads", type=int, help="torch CPU threads")
     args = p.parse_args(argv)
+    if args.threads:
+        torch.set_num_threads(args.threads)
     rows = [whole_model(args.batch, args.device, args.repeats)]
     if args.official is not None:
         rows.append(head_only(args.official, args.batch, args.device, 5 * args.repeats))

@@ -128,6 +128,16 @@ def test_explanation_attention_is_taken_before_dropout():
         torch.testing.assert_close(out.aux[f"{name}_attention"].sum(-1), torch.ones(out.aux[f"{name}_attention"].shape[:-1]))
 
 
+def test_per_query_logits_in_training_match_pooled_attention_in_eval():
+    """Training with projection dropout forms each query's logits; eval averages attention first: same function."""
+    model = tiny_model("ct-ti16", num_classes=4, attention_dropout=0.0, projection_dropout=1e-12, **ALL_BRANCHES)
+    x = torch.randn(2, 3, TINY_IMG, TINY_IMG)
+    with torch.no_grad():
+        trained = model.train().head(model.backbone(x)).logits
+        model.eval()
+        torch.testing.assert_close(trained, model(x), atol=1e-5, rtol=0)
+
+
 def test_head_count_must_divide_the_width():
     with pytest.raises(GlassViTError, match="num_heads=5 does not divide the backbone width 48"):
         tiny_model("ct-ti16", num_heads=5)

@@ -81,10 +81,18 @@ class ConceptAttention(nn.Module):
         return torch.einsum("hkd,chd->hkc", v, w)
 
     def forward(self, x: Tensor) -> tuple[Tensor, Tensor]:
-        """queries (B,Nq,D) -> (logits per query (B,Nq,C), attention (B,H,Nq,K) before dropout)."""
+        """queries (B,Nq,D) -> (logits averaged over the queries (B,C), attention (B,H,Nq,K) before dropout).
+
+        Projection dropout acts on each query's logits (as the reference's), so a training pass with it forms them
+        first; otherwise the attention is averaged over the queries first, which is exact (the logits are linear
+        in the attention) and saves a factor Nq in the logit projection.
+        """
         attn = self.attention(x)
-        logits = torch.einsum("bhnk,hkc->bnc", self.attn_drop(attn), self.concept_logits()) + self.proj.bias
-        return self.proj_drop(logits), attn
+        weights, logit_vectors = self.attn_drop(attn), self.concept_logits()
+        if self.training and self.proj_drop.p > 0:
+            per_query = torch.einsum("bhnk,hkc->bnc", weights, logit_vectors) + self.proj.bias
+            return self.proj_drop(per_query).mean(1), attn
+        return torch.einsum("bhk,hkc->bc", weights.mean(2), logit_vectors) + self.proj.bias, attn
 
 
 @register_head("concept")
@@ -165,12 +173,12 @@ class ConceptTransformerHead(Head):
             for branch in ("global", "unsup"):
                 if branch in self.branches:
                     z, aux[f"{branch}_attention"] = self.branches[branch](query)
-                    logits.append(z[:, 0])
+                    logits.append(z)
             if "global" in self.branches:
                 aux["concepts"] = aux["global_attention"][:, :, 0].mean(1)  # (B,K): scores for concept accuracy
         if "spatial" in self.branches:
             z, aux["spatial_attention"] = self.branches["spatial"](tokens.patches)
-            logits.append(z.mean(1))
+            logits.append(z)
         return HeadOutput(torch.stack(logits).sum(0), tokens, aux)
 
     def _global_query(self, tokens: Tokens, aux: dict[str, Any]) -> Tensor:
