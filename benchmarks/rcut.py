@@ -63,8 +63,8 @@ def trained_model(args) -> torch.nn.Module:
     torch.manual_seed(args.seed)
     model = zoo.load("rcut-s16", num_classes=10, backbone_kwargs=dict(BACKBONE, embed_dim=args.width))
     result = fit(model, scenes("train", args.train, args.seed), val_data=None, val_fraction=0.1, epochs=args.epochs,
-                 batch_size=32, lr=args.lr, warmup_epochs=min(2, args.epochs), grad_clip=1.0, seed=args.seed, out_dir=args.model_dir,
-                 progress=False)
+                 batch_size=32, lr=args.lr, warmup_epochs=min(2, args.epochs), grad_clip=1.0, seed=args.seed,
+                 out_dir=args.model_dir, progress=False)
     print(result.summary())
     return result.model.eval()
 
@@ -128,17 +128,19 @@ def main() -> None:
     if not args.skip_vit_s:
         vit_s = zoo.load("rcut-s16", num_classes=10).eval()
         timed = {key: kw for key, kw in variants(vit_s.backbone.info.embed_dim // 16).items() if key != "cosine"}
-        costs["rcut-s16 (ViT-S/16), 224 px"] = cost(vit_s, torch.randn(1, 3, 224, 224), timed, max(2, args.repeats // 2))
+        image = torch.randn(1, 3, 224, 224)
+        costs["rcut-s16 (ViT-S/16), 224 px"] = cost(vit_s, image, timed, max(2, args.repeats // 2))
         print(costs, flush=True)
 
-    headline = {name: {"gradient / forward": c["gradient"], "score / score-clustered": c["score"] / c["score-clustered"]}
-                for name, c in costs.items()}
+    headline = {name: {"gradient / forward": c["gradient"],
+                       "score / score-clustered": c["score"] / c["score-clustered"]} for name, c in costs.items()}
     pointing = {r["explainer"]: r["pointing game"] for r in rows}
     gap = pointing["rcut score"] - pointing["rcut score-clustered"]
     md = [f"DigitScenes single with clutter, {args.test} test scenes; model accuracy {100 * accuracy:.1f}%; "
           f"score-clustered uses {k} masks for {model.backbone.info.embed_dim} channels", "", table(rows), "",
           "Cost per image (batch 1) as a multiple of one forward pass", "",
-          table([{"model": name, **{key: c.get(key, float("nan")) for key in costs[first]}} for name, c in costs.items()]),
+          table([{"model": name, **{key: c.get(key, float("nan")) for key in costs[first]}}
+                 for name, c in costs.items()]),
           "",
           f"Headline ratios: {json.dumps(headline)}",
           f"Pointing game, score minus score-clustered: {gap:+.2f} points"]

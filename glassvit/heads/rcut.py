@@ -64,7 +64,8 @@ def rcut(model, x: Tensor, target: Tensor | int | None = None, *, weighting: str
     """Explain `model`'s decision for `target` with R-Cut (see the module docstring).
 
     Args:
-        model: a GlassViT whose backbone has transformer blocks (ViT, DeiT, register or distillation tokens).
+        model: a GlassViT whose backbone has transformer blocks (ViT, DeiT, register or distillation tokens);
+            `layer` indexes the backbone's blocks (blocks a head took over with split_off_blocks are the head's).
         x: images (B,3,H,W).  target: (B,), an int, or None for the predicted class.
         weighting: "score" (reference code), "cosine" (paper figure), "gradient" (fast), "none" (class-agnostic).
         layer: the block whose input features are cut (default the last block, as the reference).
