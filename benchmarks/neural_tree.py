@@ -1,6 +1,6 @@
 """ViT-NeT's tree: our level-batched head against the official recursive implementation, and its whole-model cost.
 
-    python -m benchmarks.neural_tree --official /tmp/ViT-NeT [--device cuda] [--repeats 5]
+    python -m benchmarks.neural_tree --official /tmp/ViT-NeT [--device cuda] [--repeats 5] [--threads 1]
 
 `--official` is a checkout of github.com/jumpsnack/ViT-NeT; its tree is imported from there (never copied here),
 built at the paper's Swin-B width (1024 -> 256, 200 classes, 1x1 prototypes), and loaded into our head with
@@ -109,7 +109,11 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--soft-batch", type=int, default=32)
     p.add_argument("--greedy-batch", type=int, default=64)
     p.add_argument("--model-batch", type=int, default=None, help="whole-model batch (default 64 on GPU, 8 on CPU)")
+    p.add_argument("--threads", type=int, default=None, help="CPU threads (default: torch's; 1 is steadier on a "
+                                                             "shared machine)")
     args = p.parse_args(argv)
+    if args.threads:
+        torch.set_num_threads(args.threads)
     rows = head_rows(args.official, args.device, args.repeats, args.soft_batch, args.greedy_batch)
     rows.append(model_row(args.device, args.repeats, args.model_batch or (64 if args.device == "cuda" else 8)))
     print(f"device: {torch.cuda.get_device_name() if args.device == 'cuda' else 'cpu'}, "
