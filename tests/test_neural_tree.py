@@ -19,7 +19,7 @@ from torch.utils.data import DataLoader
 from glassvit import GlassViTError, zoo
 from glassvit.convert import vit_net_state_dict
 from glassvit.data import DigitScenes
-from glassvit.heads.neural_tree import PROTOTREE, NeuralTreeHead, preorder
+from glassvit.heads.neural_tree import PROTOTREE, NeuralTreeHead, StackedRefinement, preorder
 from glassvit.models.classifier import GlassViT, ModelConfig
 from glassvit.serialization import load_state_strict
 from glassvit.types import BackboneInfo, Tokens
@@ -197,6 +197,22 @@ def test_batched_greedy_and_sample_max_follow_the_soft_trees_decisions(name):
         torch.testing.assert_close(model.forward_detailed(x).aux["probs"], state.leaf_probs[torch.arange(6), best])
     model.train()
     torch.testing.assert_close(model.forward_detailed(x).aux["probs"], state.probs)  # training is always soft
+
+
+def test_cache_blocked_cpu_inference_matches_one_op_per_level(monkeypatch):
+    model = tree("proto-2x2")
+    with torch.no_grad():
+        tokens = model.backbone(images(5))
+    with torch.enable_grad():  # recording a graph: one op per level
+        whole = model.head.evaluate(tokens)
+        greedy_whole = model.head.greedy(tokens)
+    monkeypatch.setattr(StackedRefinement, "block_elements", 1)  # inference on CPU: one image per block
+    with torch.no_grad():
+        blocked = model.head.evaluate(tokens)
+        greedy_blocked = model.head.greedy(tokens)
+    torch.testing.assert_close(blocked.probs, whole.probs)
+    torch.testing.assert_close(blocked.maps, whole.maps)
+    torch.testing.assert_close(greedy_blocked[1], greedy_whole[1])
 
 
 def confident_tree():

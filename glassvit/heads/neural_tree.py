@@ -128,8 +128,14 @@ class StackedRefinement(nn.Module):
     """ViT-NeT's GCB for many tree nodes at once: parameters stacked with one row per node.
 
     For node features x (C per token) and a row's parameters: a = softmax_i(w . x_i + b) over tokens,
-    g = fc2(GELU(LN1(fc1(sum_i a_i x_i)))), out_i = LN2(x_i + g), followed by a sigmoid (left to the caller).
+    g = fc2(GELU(LN1(fc1(sum_i a_i x_i)))), out_i = sigmoid(LN2(x_i + g)).
+
+    The last step touches the largest tensors of the tree. Without autograd on CPU it runs in blocks of a few
+    images per parent, small enough to stay in cache (one op per level would stream every intermediate through
+    memory, which on CPU costs more than the official node-by-node recursion); elsewhere it is one op per level.
     """
+
+    block_elements = 2 ** 18  # CPU inference: elements of one block of the last step
 
     def __init__(self, rows: int, dim: int):
         super().__init__()
@@ -144,21 +150,35 @@ class StackedRefinement(nn.Module):
         self.fc2_weight, self.fc2_bias = uniform(rows, dim, dim), uniform(rows, dim)
         self.norm2_weight, self.norm2_bias = nn.Parameter(torch.ones(rows, dim)), nn.Parameter(torch.zeros(rows, dim))
 
-    def forward(self, x: Tensor, rows: slice | Tensor) -> Tensor:
+    def forward(self, x: Tensor, rows: slice | Tensor, pool: bool = False) -> Tensor:
         """x (n,B,N,C) features of n parent nodes; `rows` selects n*s parameter rows, s children per parent, in
-        parent-major order -> (n*s,B,N,C) children's pre-sigmoid features."""
-        n, _, _, c = x.shape
+        parent-major order -> the children's features (n*s,B,N,C), or with `pool` their max over tokens (n*s,B,C)
+        (taken before the sigmoid, which commutes with it)."""
+        n, b, tokens, c = x.shape
         p = {k: v[rows].unflatten(0, (n, -1)) for k, v in self.named_parameters()}
         attn = torch.einsum("nblc,nsc->nbsl", x, p["pool_weight"]) + p["pool_bias"][:, None, :, None]
         pooled = torch.einsum("nbsl,nblc->nsbc", attn.softmax(-1), x)
         g = torch.einsum("nsbc,nsdc->nsbd", pooled, p["fc1_weight"]) + p["fc1_bias"][:, :, None]
         g = F.gelu(F.layer_norm(g, (c,)) * p["norm1_weight"][:, :, None] + p["norm1_bias"][:, :, None])
         g = torch.einsum("nsbc,nsdc->nsbd", g, p["fc2_weight"]) + p["fc2_bias"][:, :, None]
-        out = F.layer_norm(x[:, None] + g[:, :, :, None], (c,))
         weight, bias = p["norm2_weight"][:, :, None, None], p["norm2_bias"][:, :, None, None]
-        if torch.is_grad_enabled():
-            return torch.addcmul(bias, out, weight).flatten(0, 1)
-        return out.mul_(weight).add_(bias).flatten(0, 1)  # in place when no graph is recorded: the largest tensors
+        if torch.is_grad_enabled() or x.device.type != "cpu":
+            return _refined(x[:, None], g[:, :, :, None], weight, bias, pool).flatten(0, 1)
+        s = g.shape[1]
+        out = x.new_empty((n, s, b, c) if pool else (n, s, b, tokens, c))
+        step = max(1, self.block_elements // (s * tokens * c))
+        for j in range(n):
+            for i in range(0, b, step):
+                _refined(x[j, None, i:i + step], g[j, :, i:i + step, None], weight[j], bias[j], pool,
+                         out=out[j, :, i:i + step])
+        return out.flatten(0, 1)
+
+
+def _refined(x: Tensor, g: Tensor, weight: Tensor, bias: Tensor, pool: bool, out: Tensor | None = None) -> Tensor:
+    """sigmoid(LN(x + g) * weight + bias) over the last dim, or its max over tokens (dim -2) when `pool`; written
+    into `out` when given."""
+    z = torch.addcmul(bias, F.layer_norm(x + g, (x.shape[-1],)), weight)
+    return torch.sigmoid(z.amax(-2) if pool else z, out=out)
 
 
 class StackedLeaves(nn.Module):
@@ -332,7 +352,7 @@ class NeuralTreeHead(Head):
             rows = self.heap_to_pre[node]
             s = self._presence(window_distances(feats, self.prototypes[rows], tokens.grid)).flatten(1).amax(-1)
             node = 2 * node + 2 - self._route(s, self.forced_child[rows])[1].long()
-            feats = self._finish(self.refinement(feats, node - 1), level)
+            feats = self.refinement(feats, node - 1, pool=level == self.depth - 1)
         leaf = node - self.num_internal
         logits = None if backbone_logits is None else backbone_logits[:, None]
         return leaf, self._leaf_probs(feats, leaf, logits)[:, 0]
@@ -385,25 +405,17 @@ class NeuralTreeHead(Head):
         return slice(2 ** level - 1 - offset, 2 ** (level + 1) - 1 - offset)
 
     def _descend(self, feats: Tensor, level: int) -> Tensor:
-        """Features of level+1 (2n,B,N,C) from level `level` (n,B,N,C); shared features pass through."""
+        """Features of level+1 (2n,B,N,C) from level `level` (n,B,N,C); at the leaves only their max over tokens
+        (2n,B,C). Shared features pass through (and are max-pooled at the leaves)."""
+        leaves = level == self.depth - 1
         if not self.refine:
-            return feats
-        return self._finish(self.refinement(feats, self._level(level + 1, offset=1)), level)
+            return feats.amax(2) if leaves else feats
+        return self.refinement(feats, self._level(level + 1, offset=1), pool=leaves)
 
-    def _finish(self, z: Tensor, level: int) -> Tensor:
-        """Sigmoid of refined features; skipped at the leaves, whose max-pooling commutes with the sigmoid."""
-        if level == self.depth - 1:
-            return z
-        return torch.sigmoid(z) if torch.is_grad_enabled() else z.sigmoid_()
-
-    def _leaf_probs(self, feats: Tensor, rows: slice | Tensor, logits: Tensor | None) -> Tensor:
-        """(L,B,C) leaf distributions from leaf-level features (L or 1,B,N,C)."""
-        b = feats.shape[1]
+    def _leaf_probs(self, pooled: Tensor, rows: slice | Tensor, logits: Tensor | None) -> Tensor:
+        """(L,B,C) leaf distributions from the leaves' max-pooled features (L or 1,B,C)."""
         if self.static_leaves:
-            return self.leaf_counts[rows].softmax(-1)[:, None].expand(-1, b, -1)
-        pooled = feats.amax(2)
-        if self.refine:
-            pooled = torch.sigmoid(pooled)
+            return self.leaf_counts[rows].softmax(-1)[:, None].expand(-1, pooled.shape[1], -1)
         return self.leaves(pooled, rows, logits)
 
     # ---- training hooks -----------------------------------------------------------------------------------------
