@@ -415,9 +415,10 @@ def test_learns_digitscenes_well_above_chance():
     a from-scratch ViT learns these scenes slowly, so the budget buys a clear margin over chance, not a good model."""
     from glassvit.training import evaluate, fit
 
+    scenes = DigitScenes("train", "single", size=TINY_IMG, num_scenes=2048)
+    train = [scenes[i] for i in range(len(scenes))]  # rendered once, not once per epoch
     model = tiny_model("vit-net-ti16", num_classes=10, head_kwargs=dict(depth=2))
-    result = fit(model, DigitScenes("train", "single", size=TINY_IMG, num_scenes=2048), epochs=19, batch_size=64,
-                 lr=1e-3, weight_decay=0.05, val_fraction=0, progress=False)
+    result = fit(model, train, epochs=19, batch_size=64, lr=1e-3, weight_decay=0.05, val_fraction=0, progress=False)
     accuracy = evaluate(result.model, DigitScenes("test", "single", size=TINY_IMG, num_scenes=200))["accuracy"]
     assert accuracy >= 0.25, accuracy
 

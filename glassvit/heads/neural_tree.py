@@ -34,7 +34,8 @@ The prototype is "present" when s_k > 0.5; greedy inference follows that decisio
 Node orders (fixed, so saved models reload identically):
     heap numbering   root 0, children of node h are 2h+1 (left) and 2h+2 (right); level l is [2^l - 1, 2^(l+1) - 1).
                      Refinement blocks are stored one per non-root node (row h-1 for node h) and leaves left to
-                     right, so that every level is one contiguous slice evaluated by one batched op.
+                     right, so that every level is one contiguous slice evaluated by batched ops for all of its
+                     nodes at once (on CPU without autograd, in cache-sized blocks: see StackedRefinement).
     pre-order        root, left subtree, right subtree, internal nodes only: the rows of `prototypes` and of every
                      per-prototype tensor (presence, components, `forced_child`, `proto_source`, `proto_patches`).
                      It is ViT-NeT's node numbering with the leaves skipped; the official code assigns prototypes
