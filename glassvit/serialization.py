@@ -27,16 +27,24 @@ CARD_NAME = "README.md"
 
 
 def atomic_write(path: Path, write) -> None:
-    """Call `write(tmp_path)` then rename tmp_path to `path` (same directory, so the rename is atomic)."""
+    """Call `write(tmp_path)` then rename tmp_path to `path` (same directory, so the rename is atomic). The file gets
+    the permissions a plain open() would give it (mkstemp's are owner-only)."""
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
     os.close(fd)
     try:
         write(Path(tmp))
+        os.chmod(tmp, 0o666 & ~_umask())
         os.replace(tmp, path)
     finally:
         if os.path.exists(tmp):
             os.remove(tmp)
+
+
+def _umask() -> int:
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
 
 
 def write_json(path: Path, obj: Any) -> None:

@@ -1,6 +1,8 @@
 """save_pretrained / zoo.load(dir): identical outputs, and corrupt or foreign files fail cleanly, loading nothing."""
 
 import json
+import os
+import stat
 
 import pytest
 import torch
@@ -27,6 +29,16 @@ def test_config_is_timm_style_and_versioned(saved):
     assert cfg["glassvit"]["head"] == "linear"
     assert not list(path.glob(".*")), "no temporary files left behind"
     assert zoo.load(path).config.label_names == list("abcd")
+
+
+def test_saved_files_get_the_usual_permissions(tmp_path):
+    old = os.umask(0o022)
+    try:
+        tiny_model("vit-b16", num_classes=4).save_pretrained(tmp_path)
+    finally:
+        os.umask(old)
+    modes = {p.name: stat.S_IMODE(p.stat().st_mode) for p in tmp_path.iterdir()}
+    assert modes == {"config.json": 0o644, "model.safetensors": 0o644, "README.md": 0o644}
 
 
 def test_unknown_format_version_refused(saved):
