@@ -43,7 +43,7 @@ class Recipe:
 
 
 RECIPES = {
-    "vit-digits": Recipe("single", epochs=30, lr=1e-3, train_scenes=6000, from_backbone=False),
+    "vit-digits": Recipe("single", epochs=12, lr=1e-3, train_scenes=20000, from_backbone=False),
     "vit-net-digits": Recipe("single", epochs=8, lr=1e-3, train_scenes=4000, backbone_lr=2e-4),
     "ct-digits": Recipe("evenodd", epochs=8, lr=1e-3, train_scenes=4000, backbone_lr=2e-4),
     "ex-vit-digits": Recipe("multi", epochs=12, lr=1e-3, train_scenes=4000, backbone_lr=2e-4),

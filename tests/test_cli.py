@@ -34,8 +34,15 @@ def test_user_error_is_one_line_without_traceback():
     assert lines[0].startswith("glassvit info: error: unknown zoo model 'vit-b61'; did you mean: vit-b16")
 
 
-def test_quickstart_writes_a_figure(tmp_path):
-    result = run("quickstart", "--out", str(tmp_path))
+def test_quickstart_fine_tunes_evaluates_and_points_to_its_figures(tmp_path):
+    result = run("quickstart", "--out", str(tmp_path), "--epochs", "1", "--train-scenes", "200", "--test-scenes",
+                 "16", "--no-progress")
     assert result.returncode == 0, result.stderr
-    assert (tmp_path / "saliency.png").stat().st_size > 1000
-    assert "Open" in result.stdout
+    report = (tmp_path / "report.md").read_text()
+    for name in ("vit-digits", "vit-net-digits", "ct-digits"):
+        assert name in report
+        assert (tmp_path / "models" / name / "model.safetensors").exists()
+    assert "the backbone of `vit-digits`" in report  # started from the bundled weights, not trained here
+    assert (tmp_path / "figures" / "vit-net-digits_scene0_0_path.png").stat().st_size > 1000
+    assert (tmp_path / "figures" / "ct-digits_scene0_0_concepts.png").stat().st_size > 1000
+    assert f"Open, in this order:\n  {tmp_path / 'report.md'}" in result.stdout
