@@ -158,7 +158,7 @@ register(ModelSpec(
                 "spatial concepts (the paper's MNIST experiment)",
     paper=CT_PAPER,
     head_kwargs=dict(num_concepts=10, num_spatial_concepts=10, num_heads=3, concept_names=DIGITS,
-                     spatial_concept_names=DIGITS),
+                     spatial_concept_names=DIGITS, expl_lambda=5.0),
     weights="bundled:ct-digits",
 ))
 register(ModelSpec(
