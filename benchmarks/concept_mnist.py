@@ -1,7 +1,7 @@
 """The Concept Transformer's MNIST even/odd experiment on DigitScenes, with a data-efficiency table.
 
-    python -m benchmarks.concept_mnist --threads 1                 # the README table (sizes 500 2000 8000)
-    python -m benchmarks.concept_mnist --sizes 8000 --figures ct-figures --json results.json
+    python -m benchmarks.concept_mnist --threads 1                 # the README table (sizes 1500 6000 24000)
+    python -m benchmarks.concept_mnist --sizes 24000 --figures ct-figures --json results.json
 
 Task (Rigotti et al., ICLR 2022, Sec. 4.1): classify the parity of a handwritten digit; the digit's identity is the
 concept. For every training-set size, three models share the backbone, the data, the seed and the budget (the same
@@ -98,9 +98,9 @@ def draw(model, items: list[dict], out_dir: Path) -> None:
 
 def main(argv: list[str] | None = None) -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--sizes", type=int, nargs="+", default=[500, 2000, 8000], help="training-set sizes (scenes)")
+    p.add_argument("--sizes", type=int, nargs="+", default=[1500, 6000, 24000], help="training-set sizes (scenes)")
     p.add_argument("--test-scenes", type=int, default=1000)
-    p.add_argument("--steps", type=int, default=3000, help="optimiser steps per model (the shared budget)")
+    p.add_argument("--steps", type=int, default=10000, help="optimiser steps per model (the shared budget)")
     p.add_argument("--batch-size", type=int, default=64)
     p.add_argument("--lr", type=float, default=2e-3)
     p.add_argument("--seed", type=int, default=0)

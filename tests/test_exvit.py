@@ -48,10 +48,11 @@ def test_diversity_loss_by_hand():
     assert diversity_loss(torch.ones(2, 4, 1)).item() == 0.0
 
 
-def test_attribute_maps_are_relu_cosine():
+def test_attribute_maps_are_a_kernel_of_the_cosine():
     patches, protos = torch.tensor([[[3.0, 0.0], [0.0, -2.0]]]), torch.tensor([[1.0, 1.0], [0.0, 1.0]])
-    expected = torch.tensor([[[1 / math.sqrt(2), 0.0], [0.0, 0.0]]])
-    torch.testing.assert_close(attribute_maps(patches, protos), expected)
+    cos = torch.tensor([[[1 / math.sqrt(2), 0.0], [-1 / math.sqrt(2), -1.0]]])
+    torch.testing.assert_close(attribute_maps(patches, protos, 2.0), torch.exp(2.0 * (cos - 1)))
+    assert attribute_maps(protos[None], protos, 5.0).diagonal(dim1=1, dim2=2).allclose(torch.ones(1, 2))
 
 
 def test_loss_terms_are_weighted_and_summed():
@@ -112,7 +113,7 @@ def test_emha_takes_over_the_last_block_without_running_it_twice():
     for h in hooks:
         h.remove()
     assert len(calls) == 2 and {id(c) for c in calls} == {id(b) for b in blocks}
-    torch.testing.assert_close(out.aux["attributes"], attribute_maps(reference, model.head.prototypes))
+    torch.testing.assert_close(out.aux["attributes"], attribute_maps(reference, model.head.prototypes, 4.0))
 
 
 def test_locality_bias_and_its_gradient():
@@ -159,6 +160,8 @@ def test_bad_configurations():
         tiny_model("ex-vit-s16", depth=2)
     with pytest.raises(GlassViTError, match="num_attributes"):
         tiny_model("ex-vit-s16", num_attributes=0)
+    with pytest.raises(GlassViTError, match="sharpness"):
+        tiny_model("ex-vit-s16", sharpness=0.0)
     with pytest.raises(GlassViTError, match="loss weights"):
         tiny_model("ex-vit-s16", local_weight=-1.0)
     info = BackboneInfo(embed_dim=48, grid=(8, 8), num_prefix_tokens=1, has_cls=True, num_blocks=2, num_heads=3,
@@ -183,16 +186,19 @@ def _pseudo_mask_miou(model, images, labels, masks):
 
 
 def test_training_with_the_losses_improves_pseudo_masks():
-    """DigitScenes multi-digit scenes, image labels only: pseudo-mask mIoU (background + 10 digits) rises."""
+    """A fresh eX-ViT head on the bundled DigitScenes backbone, trained briefly on multi-digit scenes from image labels
+    only: pseudo-mask mIoU (background + 10 digits) against the true per-digit masks rises."""
     from glassvit.training import fit
+    from glassvit.training.datasets import open_data
 
-    train = DigitScenes("train", "multi", size=TINY_IMG, num_scenes=192, seed=0)
-    test = DigitScenes("test", "multi", size=TINY_IMG, num_scenes=64, seed=0)
+    torch.manual_seed(0)
+    model = zoo.load("ex-vit-digits", pretrained_file=str(zoo.BUNDLED_DIR / "vit-digits"))
+    train = open_data("digitscenes:multi", model, split="train", num_scenes=256)
+    test = open_data("digitscenes:multi", model, split="test", num_scenes=64)
     items = [test[i] for i in range(len(test))]
     images, labels, masks = (torch.stack([it[k] for it in items]) for k in ("image", "label", "masks"))
-    torch.manual_seed(0)
-    model = zoo.load("ex-vit-s16", num_classes=10, backbone_kwargs=TINY_VIT, locality=0.1)
     before = _pseudo_mask_miou(model, images, labels, masks)
-    fit(model, train, val_data=None, val_fraction=0, epochs=2, batch_size=32, lr=2e-3, seed=0, progress=False)
+    fit(model, train, val_data=None, val_fraction=0, epochs=2, batch_size=32, lr=1e-3, backbone_lr=2e-4, seed=0,
+        progress=False)
     after = _pseudo_mask_miou(model, images, labels, masks)
-    assert after > before + 0.05, (before, after)  # measured: 0.079 -> 0.179
+    assert after > before + 0.04, (before, after)  # measured: 0.072 -> 0.128

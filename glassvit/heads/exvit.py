@@ -8,8 +8,8 @@ three loss terms. Everything past the abstract is our design, grounded in publis
     tokens of block L-d (prefix + N patches)
       -> E-MHA: the backbone's own last d blocks, attention logits + a learned per-head locality bias, final norm
       -> patch tokens z_i (N,D)
-      -> AttE: attribute maps  a_k(i) = relu(cos(z_i, p_k))            K learned attribute prototypes p_k
-      -> patch evidence        m_c(i) = b_c + sum_k W_ck a_k(i)       W = softplus(V) >= 0  (C,K)
+      -> AttE: attribute maps  a_k(i) = exp(tau (cos(z_i, p_k) - 1))   K learned attribute prototypes p_k
+      -> patch evidence        m_c(i) = b_c + sum_k W_ck a_k(i)       W = scale softplus(V) >= 0
       -> logits                y_c    = mean_i m_c(i) = b_c + sum_k W_ck s_k,   s_k = mean_i a_k(i)
 
 E-MHA (explainable multi-head attention). The head takes the backbone's last `depth` blocks and final norm over
@@ -23,11 +23,17 @@ stays tied to that place in the image (the "local patches ... with noise robustn
 token still takes part as a key, as in the pretrained block; the decision reads patch tokens only. Other prefix
 tokens (registers, distillation) do not enter the E-MHA blocks.
 
-AttE (attribute-guided explainer). K attribute prototypes scored against patch tokens by cosine similarity, as
-APN's attribute prototypes (Xu et al., NeurIPS 2020) and ProtoPNet's prototypes (Chen et al., NeurIPS 2019); the
-ReLU keeps only positive evidence, so maps lie in [0,1]. Class evidence is a non-negative combination of attribute
-maps (ProtoPNet's last layer, kept non-negative as after its convex last-layer step), initialised class-specific:
-attribute k starts attached to class k mod C. Mean pooling makes the decision additive at two levels, exactly:
+AttE (attribute-guided explainer). K attribute prototypes scored against patch tokens, as APN's attribute
+prototypes (Xu et al., NeurIPS 2020) and ProtoPNet's prototypes (Chen et al., NeurIPS 2019), through a Gaussian
+kernel on the unit sphere, exp(-tau/2 |z/|z| - p/|p||^2) = exp(tau (cos - 1)) with tau = `sharpness`: 1 where a
+patch matches the prototype, near 0 on unrelated patches, in (0,1] with a gradient everywhere (a ReLU of the cosine
+dies: with non-negative class weights, switching every attribute off is the quickest way to lower the logits of
+the many absent classes, and a dead map never recovers). Like ProtoPNet's log-distance similarity it never
+vanishes exactly. Class evidence is a non-negative combination of attribute maps (ProtoPNet's last layer, kept
+non-negative as after its convex last-layer step), initialised class-specific: attribute k starts attached to class
+k mod C; the class bias starts at the prior log-odds of 1/C (RetinaNet's prior initialisation, Lin et al., ICCV
+2017), so that the first steps do not spend themselves pushing every attribute down. Mean pooling makes the decision
+additive at two levels, exactly:
 
     y_c = b_c + sum_k W_ck s_k              (contribution of attribute k to class c: W_ck s_k)
     y_c = b_c + mean_i M_c(i),  M_c(i) = sum_k W_ck a_k(i) >= 0   (the class activation map, CAM-exact)
@@ -72,6 +78,7 @@ and the pseudo mask of the predicted classes.
 from __future__ import annotations
 
 import inspect
+import math
 from contextlib import contextmanager
 from typing import Any
 
@@ -85,12 +92,13 @@ from ..maps import to_grid, upsample
 from ..types import BackboneInfo, Explanation, HeadOutput, Tokens
 from .base import Head, register_head
 
-EVIDENCE_INIT = (2.0, -4.0)  # softplus^-1 of W at init: ~2.13 for the attribute's class, ~0.018 elsewhere
+EVIDENCE_INIT = (0.5413, -4.0)  # softplus^-1 of W / scale at init: 1 for the attribute's class, ~0.018 elsewhere
 
 
-def attribute_maps(patches: Tensor, prototypes: Tensor) -> Tensor:
-    """patches (B,N,D), prototypes (K,D) -> (B,N,K) relu(cosine similarity) in [0,1]."""
-    return einsum(F.normalize(patches, dim=-1), F.normalize(prototypes, dim=-1), "b n d, k d -> b n k").clamp_min(0)
+def attribute_maps(patches: Tensor, prototypes: Tensor, sharpness: float) -> Tensor:
+    """patches (B,N,D), prototypes (K,D) -> (B,N,K) exp(sharpness (cos(z_i, p_k) - 1)) in (0,1]."""
+    cos = einsum(F.normalize(patches, dim=-1), F.normalize(prototypes, dim=-1), "b n d, k d -> b n k")
+    return torch.exp(sharpness * (cos - 1))
 
 
 def global_attribute_loss(logits: Tensor, present: Tensor, multi_label: bool) -> Tensor:
@@ -144,6 +152,8 @@ class ExViTHead(Head):
 
     Args:
         num_attributes: K attribute prototypes (default 4 per class); attribute k starts attached to class k mod C.
+        sharpness: tau of the attribute kernel exp(tau (cos - 1)); larger gives narrower attribute maps.
+        scale: fixed factor of the evidence weights, W = scale * softplus(V) (a cosine classifier's scale).
         depth: how many of the backbone's last blocks become E-MHA blocks.
         locality: initial locality strength beta of every E-MHA head (0: the pretrained block unchanged).
         global_weight, local_weight, diversity_weight: weights of the three loss terms.
@@ -157,8 +167,9 @@ class ExViTHead(Head):
 
     def __init__(self, info: BackboneInfo, num_classes: int, num_attributes: int | None = None, depth: int = 1,
                  locality: float = 0.0, global_weight: float = 1.0, local_weight: float = 1.0,
-                 diversity_weight: float = 0.1, background_threshold: float = 0.3, refine_steps: int = 0,
-                 multi_label: bool = False):
+                 diversity_weight: float = 0.1, sharpness: float = 4.0, scale: float = 10.0,
+                 background_threshold: float = 0.3,
+                 refine_steps: int = 0, multi_label: bool = False):
         super().__init__(info, num_classes, multi_label)
         num_attributes = 4 * num_classes if num_attributes is None else num_attributes
         if num_attributes < 1:
@@ -174,14 +185,16 @@ class ExViTHead(Head):
         if not 0 <= background_threshold <= 1 or refine_steps < 0:
             raise GlassViTError(f"background_threshold must lie in [0,1] and refine_steps be >= 0, got "
                                 f"{background_threshold} and {refine_steps}")
-        self.num_attributes, self.depth = num_attributes, depth
+        if sharpness <= 0 or scale <= 0:
+            raise GlassViTError(f"sharpness and scale must be > 0, got {sharpness} and {scale}")
+        self.num_attributes, self.depth, self.sharpness, self.scale = num_attributes, depth, sharpness, scale
         self.weights = {"global": global_weight, "local": local_weight, "diversity": diversity_weight}
         self.background_threshold, self.refine_steps = background_threshold, refine_steps
         self.locality = nn.Parameter(torch.full((depth, info.num_heads), float(locality)))
-        self.prototypes = nn.Parameter(torch.randn(num_attributes, info.embed_dim))
+        self.prototypes = nn.Parameter(0.02 * torch.randn(num_attributes, info.embed_dim))  # small: fast to turn
         own = torch.arange(num_attributes) % num_classes == torch.arange(num_classes)[:, None]  # (C,K)
         self.evidence = nn.Parameter(torch.where(own, *map(torch.tensor, EVIDENCE_INIT)))
-        self.bias = nn.Parameter(torch.zeros(num_classes))
+        self.bias = nn.Parameter(torch.full((num_classes,), -math.log(max(num_classes - 1, 1))))
         self.blocks: nn.Sequential | None = None
         self.norm: nn.Module | None = None
 
@@ -194,8 +207,8 @@ class ExViTHead(Head):
 
     @property
     def class_weights(self) -> Tensor:
-        """(C,K) non-negative evidence weights W."""
-        return F.softplus(self.evidence)
+        """(C,K) non-negative evidence weights W = scale * softplus(V)."""
+        return self.scale * F.softplus(self.evidence)
 
     def locality_bias(self, grid: tuple[int, int], prefix: int) -> Tensor:
         """(depth, heads, T, T) additive attention bias -beta_h ||r_i - r_j||^2 between patches, 0 for prefix tokens."""
@@ -219,7 +232,7 @@ class ExViTHead(Head):
             x = blk(x, attn_mask=b)
         last_input = x
         x = self.norm(self.blocks[-1](x, attn_mask=bias[-1]))
-        attributes = attribute_maps(x[:, prefix:], self.prototypes)  # (B,N,K)
+        attributes = attribute_maps(x[:, prefix:], self.prototypes, self.sharpness)  # (B,N,K)
         scores = attributes.mean(1)  # (B,K)
         logits = scores @ self.class_weights.t() + self.bias
         aux = {"attributes": attributes, "scores": scores, "emha_input": last_input, "emha_bias": bias[-1]}
