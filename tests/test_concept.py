@@ -231,6 +231,16 @@ def test_figures(tmp_path):
     assert all(p.read_bytes().startswith(b"\x89PNG") for p in paths)
 
 
+def test_figure_labels_name_the_branch_when_names_repeat():
+    from glassvit.viz.concept import _concept_labels
+
+    names = ["0", "1"]
+    model = tiny_model("ct-ti16", num_classes=2, num_concepts=2, num_spatial_concepts=2, concept_names=names,
+                       spatial_concept_names=names).eval()
+    e = model.explain(torch.randn(1, 3, TINY_IMG, TINY_IMG))
+    assert _concept_labels(model, e) == ["0 (global)", "1 (global)", "0 (spatial)", "1 (spatial)"]
+
+
 def test_explanation_loss_puts_the_attention_on_the_annotated_digits():
     """A short fit on DigitScenes even/odd: with the explanation loss, the top global concept becomes the digit."""
     from glassvit.training import evaluate, fit

@@ -25,6 +25,16 @@ def _label(model, target: int) -> str:
     return names[target] if names else f"class {target}"
 
 
+def _concept_labels(model, e: Explanation) -> list[str]:
+    """Component names, each followed by its branch when a name occurs in several branches (e.g. digit "5" as a
+    global and as a spatial concept)."""
+    names = list(e.component_names)
+    if len(set(names)) == len(names):
+        return names
+    branches = [branch for branch in model.head.branches for _ in model.head.concept_names[branch]]
+    return [f"{n} ({b})" for n, b in zip(names, branches)]
+
+
 def contribution_figure(model, image: Tensor, e: Explanation, i: int, path: Path) -> Path:
     """Saliency overlay and horizontal bars of the largest contributions (by magnitude) for image i."""
     plt = pyplot()
@@ -36,7 +46,8 @@ def contribution_figure(model, image: Tensor, e: Explanation, i: int, path: Path
     axes[0].set_title(f"{_label(model, target)}: saliency")
     values = contrib[order].numpy()
     axes[1].barh(range(len(order)), values, color=["tab:green" if v >= 0 else "tab:red" for v in values])
-    axes[1].set_yticks(range(len(order)), [e.component_names[j] for j in order.tolist()])
+    labels = _concept_labels(model, e)
+    axes[1].set_yticks(range(len(order)), [labels[j] for j in order.tolist()])
     axes[1].axvline(0, color="black", linewidth=0.8)
     bias = float(e.details["bias"][i])
     axes[1].set_title(f"logit {float(e.logits[i, target]):.2f} = bias {bias:.2f} + concepts", fontsize=10)
@@ -55,12 +66,13 @@ def map_figure(model, image: Tensor, e: Explanation, i: int, path: Path) -> Path
     axes[0].imshow(to_display(image))
     axes[0].set_axis_off()
     axes[0].set_title(f"{_label(model, int(e.target[i]))}")
+    labels = _concept_labels(model, e)
     scale = float(maps.max().clamp_min(1e-12))  # one colour scale, so that weak maps look weak
     for ax, j, m in zip(axes[1:], top.tolist(), maps):
         ax.imshow(to_display(image))
         ax.imshow((m / scale).numpy(), cmap="jet", alpha=0.5, vmin=0, vmax=1)
         ax.set_axis_off()
-        ax.set_title(f"{e.component_names[j]}: {float(contrib[j]):+.2f}", fontsize=9)
+        ax.set_title(f"{labels[j]}: {float(contrib[j]):+.2f}", fontsize=9)
     fig.tight_layout()
     return save_figure(fig, path)
 
