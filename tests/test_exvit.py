@@ -46,6 +46,20 @@ def test_diversity_loss_by_hand():
     assert diversity_loss(a).item() == pytest.approx(expected, rel=1e-6)
     assert diversity_loss(torch.eye(3)[None]).item() == pytest.approx(0.0)  # disjoint maps
     assert diversity_loss(torch.ones(2, 4, 1)).item() == 0.0
+    # counted pairs only: image 0 counts (0,1) -> 1/sqrt(2); image 1 counts none and is left out of the mean
+    pairs = torch.zeros(2, 3, 3, dtype=torch.bool)
+    pairs[0, 0, 1] = pairs[0, 1, 0] = True
+    assert diversity_loss(a.expand(2, -1, -1), pairs).item() == pytest.approx(1 / math.sqrt(2), rel=1e-6)
+
+
+def test_diversity_counts_pairs_of_one_present_class():
+    model = tiny_model("ex-vit-s16", num_classes=2, num_attributes=4)  # attributes 0,2 -> class 0; 1,3 -> class 1
+    pairs = model.head.diversity_pairs(torch.tensor([[1.0, 0.0], [1.0, 1.0]]))
+    expected = torch.zeros(2, 4, 4, dtype=torch.bool)
+    expected[:, 0, 2] = expected[:, 2, 0] = True
+    expected[1, 1, 3] = expected[1, 3, 1] = True
+    expected[:, range(4), range(4)] = torch.tensor([[True, False, True, False], [True] * 4])
+    assert torch.equal(pairs, expected)
 
 
 def test_attribute_maps_are_a_kernel_of_the_cosine():

@@ -55,14 +55,16 @@ Losses (`loss`; every term is separately weighted and returned). y in {0,1}^C ar
   ProtoPNet's cluster cost (some patch close to a prototype of the image's class) and separation cost (no patch
   close to prototypes of other classes) on the attribute evidence, written as MIL over patches (Pathak et al.,
   Fully Convolutional Multi-Class Multiple Instance Learning, ICLR-W 2015).
-- "diversity" (attribute diversity loss, weight `diversity_weight`): attribute maps of one image should not cover
-  the same patches, so the attributes of a class split its object into parts instead of repeating its most
-  discriminative one: with a_k normalised to unit L2 norm over patches,
+- "diversity" (attribute diversity loss, weight `diversity_weight`): the attributes of a class should not cover the
+  same patches of an image, so that they split its object into parts instead of repeating its most discriminative
+  one: with a_k normalised to unit L2 norm over patches and P_b the pairs k != l of attributes owned by the same
+  class (the class each attribute weighs most for) present in image b,
 
-      L_div = 1/B sum_b 1/(K(K-1)) sum_{k != l} <a_k/|a_k|, a_l/|a_l|>
+      L_div = mean_{b: P_b not empty} 1/|P_b| sum_{(k,l) in P_b} <a_k/|a_k|, a_l/|a_l|>
 
-  the channel-grouping diversity loss of MA-CNN (Zheng et al., ICCV 2017) in its cosine form, a decorrelation of the
-  attribute maps (APN decorrelates its attribute prototypes for the same reason).
+  the channel-grouping diversity loss of MA-CNN (Zheng et al., ICCV 2017: part channels of one object) in its cosine
+  form. Attributes of different classes are not compared (their maps should differ by the classification terms
+  already), nor those of absent classes: their maps are near zero, and normalising them would make them uniform.
 
 Weakly supervised segmentation. `class_maps` gives M_c on the token grid for every class; `pseudo_masks` turns them
 into a label map (0 background, c+1 class c): each present class's map (image labels, or the prediction) is
@@ -116,15 +118,18 @@ def local_discriminability_loss(patch_evidence: Tensor, present: Tensor) -> Tens
     return (present * positive + (1 - present) * negative).mean()
 
 
-def diversity_loss(attributes: Tensor, eps: float = 1e-8) -> Tensor:
-    """attributes (B,N,K) -> () mean pairwise cosine similarity of the K maps over patches (0 when K = 1)."""
+def diversity_loss(attributes: Tensor, pairs: Tensor | None = None, eps: float = 1e-8) -> Tensor:
+    """attributes (B,N,K), pairs (B,K,K) bool or None (all) -> () mean cosine similarity over patches of the counted
+    pairs of distinct maps, averaged over the images that have any (0 when none has)."""
     k = attributes.shape[-1]
-    if k < 2:
-        return attributes.sum() * 0
     unit = attributes / attributes.norm(dim=1, keepdim=True).clamp_min(eps)
     gram = einsum(unit, unit, "b n k, b n l -> b k l")
-    off_diagonal = gram.sum((1, 2)) - gram.diagonal(dim1=1, dim2=2).sum(-1)
-    return (off_diagonal / (k * (k - 1))).mean()
+    counted = ~torch.eye(k, dtype=torch.bool, device=attributes.device)
+    counted = counted if pairs is None else counted & pairs.bool()
+    counted = counted.expand_as(gram)
+    per_image = (gram * counted).sum((1, 2)) / counted.sum((1, 2)).clamp_min(1)
+    has_pairs = counted.any(2).any(1)
+    return (per_image * has_pairs).sum() / has_pairs.sum().clamp_min(1)
 
 
 def affinity_refine(maps: Tensor, affinity: Tensor, steps: int) -> Tensor:
@@ -291,10 +296,18 @@ class ExViTHead(Head):
         terms = {
             "global": global_attribute_loss(output.logits, present, self.multi_label),
             "local": local_discriminability_loss(self.patch_evidence(output), present),
-            "diversity": diversity_loss(output.aux["attributes"]),
+            "diversity": diversity_loss(output.aux["attributes"], self.diversity_pairs(present)),
         }
         terms["loss"] = sum(self.weights[k] * v for k, v in terms.items())
         return terms
+
+    def diversity_pairs(self, present: Tensor) -> Tensor:
+        """(B,K,K) bool: pairs of attributes of the same class (the one each attribute weighs most for), that class
+        present in the image; the pairs the diversity loss counts."""
+        owner = self.class_weights.detach().argmax(0)  # (K,)
+        same = owner[:, None] == owner[None, :]
+        active = present[:, owner].bool()  # (B,K)
+        return same & active[:, :, None] & active[:, None, :]
 
     def _present(self, logits: Tensor, batch: dict[str, Any]) -> Tensor:
         """(B,C) float {0,1} image labels from multi-hot, soft (B,C) or index (B,) labels."""
