@@ -206,7 +206,8 @@ def test_training_with_the_losses_improves_pseudo_masks():
     from glassvit.training.datasets import open_data
 
     torch.manual_seed(0)
-    model = zoo.load("ex-vit-digits", pretrained_file=str(zoo.BUNDLED_DIR / "vit-digits"))
+    model = zoo.load("ex-vit-digits", pretrained_file=str(zoo.BUNDLED_DIR / "vit-digits"), locality=0.0,
+                     local_weight=1.0, diversity_weight=0.1)  # the head's defaults: all three loss terms
     train = open_data("digitscenes:multi", model, split="train", num_scenes=256)
     test = open_data("digitscenes:multi", model, split="test", num_scenes=64)
     items = [test[i] for i in range(len(test))]
@@ -215,4 +216,4 @@ def test_training_with_the_losses_improves_pseudo_masks():
     fit(model, train, val_data=None, val_fraction=0, epochs=2, batch_size=32, lr=1e-3, backbone_lr=2e-4, seed=0,
         progress=False)
     after = _pseudo_mask_miou(model, images, labels, masks)
-    assert after > before + 0.04, (before, after)  # measured: 0.072 -> 0.128
+    assert after > before + 0.04, (before, after)  # measured: 0.072 -> 0.132
