@@ -75,7 +75,6 @@ from __future__ import annotations
 
 import math
 from collections.abc import Iterable
-from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any
 
@@ -470,7 +469,9 @@ class NeuralTreeHead(Head):
             return self.leaf_counts.softmax(-1)
         total = torch.zeros(self.num_leaves, self.num_classes, device=self.prototypes.device)
         reach = torch.zeros(self.num_leaves, device=total.device)
-        with _eval_mode(model):
+        from ..models.classifier import evaluating  # the classifier imports the heads: import on use
+
+        with evaluating(model):
             for images, _ in _batches(loader, model):
                 state = self.evaluate(model.backbone(images))
                 total += torch.einsum("bl,blc->lc", state.path_probs, state.leaf_probs)
@@ -528,7 +529,9 @@ class NeuralTreeHead(Head):
         prototypes, source, patches = self.prototypes.clone(), self.proto_source.clone(), self.proto_patches.clone()
         found: dict[int, dict[str, Any]] = {}
         seen = 0
-        with _eval_mode(model):
+        from ..models.classifier import evaluating  # the classifier imports the heads: import on use
+
+        with evaluating(model):
             for images, labels in _batches(loader, model):
                 tokens = model.backbone(images)
                 feats, _ = self._inputs(tokens)
@@ -657,16 +660,6 @@ def _unravel(index: int, shape: tuple[int, ...]) -> tuple[int, ...]:
         index, rest = divmod(index, size)
         out.append(rest)
     return tuple(reversed(out))
-
-
-@contextmanager
-def _eval_mode(model: nn.Module):
-    was_training = model.training
-    model.eval()
-    try:
-        yield model
-    finally:
-        model.train(was_training)
 
 
 def _crop(image: Tensor, at: tuple[int, int], size: int, grid: tuple[int, int], out: tuple[int, int]) -> Tensor:
