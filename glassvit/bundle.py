@@ -46,7 +46,7 @@ RECIPES = {
     "vit-digits": Recipe("single", epochs=12, lr=1e-3, train_scenes=20000, from_backbone=False),
     "vit-net-digits": Recipe("single", epochs=8, lr=1e-3, train_scenes=4000, backbone_lr=2e-4),
     "ct-digits": Recipe("evenodd", epochs=8, lr=1e-3, train_scenes=4000, backbone_lr=2e-4),
-    "ex-vit-digits": Recipe("multi", epochs=12, lr=1e-3, train_scenes=4000, backbone_lr=2e-4),
+    "ex-vit-digits": Recipe("multi", epochs=10, lr=1e-3, train_scenes=20000, backbone_lr=2e-4),
 }
 TEST_SCENES = 1000
 

@@ -168,8 +168,8 @@ register(ModelSpec(
     head="exvit",
     num_classes=10,
     description="eX-ViT fine-tuned from vit-digits on multi-digit DigitScenes from image labels only "
-                "(pseudo masks per digit)",
+                "(pseudo masks per digit; E-MHA locality 1.0 and the global loss term: the best of benchmarks/exvit_wsss.py)",
     paper=EXVIT_PAPER,
-    head_kwargs=dict(multi_label=True),
+    head_kwargs=dict(multi_label=True, locality=1.0, local_weight=0.0, diversity_weight=0.0),
     weights="bundled:ex-vit-digits",
 ))
