@@ -12,7 +12,8 @@
 
 Every model is written as a zoo.load directory (config.json, model.safetensors in float16, README.md card with its
 test accuracy), so `zoo.load("ct-digits", pretrained=True)` works offline. Training is seeded: the same command
-on the same torch version gives the same files on CPU.
+on the same torch version gives the same files on CPU. On 2 CPU cores the whole run takes about 40 minutes (about
+half of it for ex-vit-digits); `--only NAME` retrains one model, `--scale 0.05` checks the pipeline in a few minutes.
 """
 
 from __future__ import annotations

@@ -70,3 +70,25 @@ def test_pretrained_offline_says_how_to_fix(tmp_path):
     assert "ERROR could not load pretrained weights for 'vit_tiny_patch16_224'" in out
     assert "pretrained_file=PATH" in out and "HF_HUB_OFFLINE" in out
     assert "head is untrained" in out
+
+
+BUNDLED = {  # name: (DigitScenes task, lowest acceptable accuracy on 200 test scenes; measured on 1,000 in metrics.json)
+    "vit-digits": ("single", 0.85),  # 0.941
+    "rcut-digits": ("single", 0.85),  # the same weights
+    "vit-net-digits": ("single", 0.85),  # 0.937
+    "ct-digits": ("evenodd", 0.88),  # 0.959
+    "ex-vit-digits": ("multi", 0.85),  # per-label accuracy 0.920; all-negative guessing scores 0.75
+}
+
+
+@pytest.mark.parametrize("name", list(BUNDLED))
+def test_bundled_models_load_offline_and_are_trained(name, monkeypatch):
+    from glassvit.training import evaluate
+    from glassvit.training.datasets import open_data
+
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    task, lowest = BUNDLED[name]
+    model = zoo.load(name, pretrained=True)
+    assert model.config.label_names is not None and zoo.get_spec(name).weights.startswith("bundled:")
+    data = open_data(f"digitscenes:{task}", model, split="test", num_scenes=200)
+    assert evaluate(model, data, batch_size=100)["accuracy"] >= lowest

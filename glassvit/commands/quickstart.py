@@ -31,9 +31,9 @@ FIGURES_FIRST = (
 
 def configure_quickstart(p: argparse.ArgumentParser) -> None:
     p.add_argument("--out", default="quickstart-output", help="folder for the report and figures (default: %(default)s)")
-    p.add_argument("--epochs", type=int, default=3, help="fine-tuning epochs of each head (default: %(default)s)")
-    p.add_argument("--train-scenes", type=int, default=1500, help="training scenes (default: %(default)s)")
-    p.add_argument("--test-scenes", type=int, default=100, help="test scenes (default: %(default)s)")
+    p.add_argument("--epochs", type=int, default=4, help="fine-tuning epochs of each head (default: %(default)s)")
+    p.add_argument("--train-scenes", type=int, default=3000, help="training scenes (default: %(default)s)")
+    p.add_argument("--test-scenes", type=int, default=200, help="test scenes (default: %(default)s)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--no-progress", dest="progress", action="store_false", help="no progress bars")
 
