@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 from .zoo import ModelSpec, register
 
 VIT_PAPER = "Dosovitskiy et al., An Image is Worth 16x16 Words, ICLR 2021 (arXiv:2010.11929)"
@@ -115,61 +117,27 @@ register(ModelSpec(
 DIGITS_VIT = dict(img_size=32, patch_size=4, embed_dim=96, depth=4, num_heads=3)
 DIGITS_BACKBONE = "vit_tiny_patch16_224"
 DIGITS = [str(d) for d in range(10)]
-DIGITS_PAPER = "glassvit DigitScenes (scenes of scikit-learn's handwritten digits)"
-register(ModelSpec(
-    name="vit-digits",
-    backbone=DIGITS_BACKBONE,
-    backbone_kwargs=DIGITS_VIT,
-    head="linear",
-    num_classes=10,
-    description="small ViT (32 px, patch 4, width 96, 4 blocks) trained on DigitScenes digits: the bundled backbone",
-    paper=VIT_PAPER,
-    weights="bundled:vit-digits",
-))
-register(ModelSpec(
-    name="rcut-digits",
-    backbone=DIGITS_BACKBONE,
-    backbone_kwargs=DIGITS_VIT,
-    head="linear",
-    num_classes=10,
-    description="the bundled vit-digits classifier explained by R-Cut",
-    paper=RCUT_PAPER,
-    explainer="rcut",
-    weights="bundled:vit-digits",
-))
-register(ModelSpec(
-    name="vit-net-digits",
-    backbone=DIGITS_BACKBONE,
-    backbone_kwargs=DIGITS_VIT,
-    head="neural_tree",
-    num_classes=10,
-    description="ViT-NeT tree (depth 4, 15 prototypes) fine-tuned from vit-digits on DigitScenes digits",
-    paper=VITNET_PAPER,
-    head_kwargs=dict(depth=4, proto_size=1),
-    weights="bundled:vit-net-digits",
-))
-register(ModelSpec(
-    name="ct-digits",
-    backbone=DIGITS_BACKBONE,
-    backbone_kwargs=DIGITS_VIT,
-    head="concept",
-    num_classes=2,
-    description="Concept Transformer fine-tuned from vit-digits on DigitScenes even/odd, digits as global and "
-                "spatial concepts (the paper's MNIST experiment)",
-    paper=CT_PAPER,
-    head_kwargs=dict(num_concepts=10, num_spatial_concepts=10, num_heads=3, concept_names=DIGITS,
-                     spatial_concept_names=DIGITS, expl_lambda=5.0),
-    weights="bundled:ct-digits",
-))
-register(ModelSpec(
-    name="ex-vit-digits",
-    backbone=DIGITS_BACKBONE,
-    backbone_kwargs=DIGITS_VIT,
-    head="exvit",
-    num_classes=10,
-    description="eX-ViT fine-tuned from vit-digits on multi-digit DigitScenes from image labels only "
-                "(pseudo masks per digit; E-MHA locality 1.0 and the global loss term: the best of benchmarks/exvit_wsss.py)",
-    paper=EXVIT_PAPER,
-    head_kwargs=dict(multi_label=True, locality=1.0, local_weight=0.0, diversity_weight=0.0),
-    weights="bundled:ex-vit-digits",
-))
+
+
+def _digits(name: str, head: str, num_classes: int, description: str, paper: str, weights: str | None = None,
+            **spec: Any) -> None:
+    """Register a bundled DigitScenes model: DIGITS_VIT with `head`, weights bundled under `weights` (default: name)."""
+    register(ModelSpec(name=name, backbone=DIGITS_BACKBONE, backbone_kwargs=DIGITS_VIT, head=head,
+                       num_classes=num_classes, description=description, paper=paper,
+                       weights=f"bundled:{weights or name}", **spec))
+
+
+_digits("vit-digits", "linear", 10, "small ViT (32 px, patch 4, width 96, 4 blocks) trained on DigitScenes digits: the "
+        "bundled backbone", VIT_PAPER)
+_digits("rcut-digits", "linear", 10, "the bundled vit-digits classifier explained by R-Cut", RCUT_PAPER,
+        weights="vit-digits", explainer="rcut")
+_digits("vit-net-digits", "neural_tree", 10, "ViT-NeT tree (depth 4, 15 prototypes) fine-tuned from vit-digits on "
+        "DigitScenes digits", VITNET_PAPER, head_kwargs=dict(depth=4, proto_size=1))
+_digits("ct-digits", "concept", 2, "Concept Transformer fine-tuned from vit-digits on DigitScenes even/odd, digits as "
+        "global and spatial concepts (the paper's MNIST experiment)", CT_PAPER,
+        head_kwargs=dict(num_concepts=10, num_spatial_concepts=10, num_heads=3, concept_names=DIGITS,
+                         spatial_concept_names=DIGITS, expl_lambda=5.0))
+_digits("ex-vit-digits", "exvit", 10, "eX-ViT fine-tuned from vit-digits on multi-digit DigitScenes from image labels "
+        "only (pseudo masks per digit; E-MHA locality 1.0 and the global loss term: the best of "
+        "benchmarks/exvit_wsss.py)", EXVIT_PAPER,
+        head_kwargs=dict(multi_label=True, locality=1.0, local_weight=0.0, diversity_weight=0.0))
