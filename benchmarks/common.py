@@ -7,12 +7,15 @@ the process's baseline) and with torch.cuda.max_memory_allocated on GPU.
 
 from __future__ import annotations
 
+import importlib
 import json
 import statistics
 import subprocess
 import sys
 import time
 from collections.abc import Callable
+from pathlib import Path
+from types import ModuleType
 
 import torch
 
@@ -20,6 +23,21 @@ import torch
 def sync(device: torch.device | str) -> None:
     if torch.device(device).type == "cuda":
         torch.cuda.synchronize()
+
+
+def inference(fn: Callable[[], object]) -> Callable[[], None]:
+    """`fn` run under torch.inference_mode, for timing."""
+    def run() -> None:
+        with torch.inference_mode():
+            fn()
+    return run
+
+
+def fixture_recorder(name: str) -> ModuleType:
+    """tests/fixtures/<name>.py, the script that records a parity fixture from an official checkout; its
+    `import_official(checkout)` is how the benchmarks load the official code too."""
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests" / "fixtures"))
+    return importlib.import_module(name)
 
 
 def interleaved_times(fns: dict[str, Callable[[], object]], repeats: int = 10, warmup: int = 2,

@@ -8,31 +8,21 @@
    also time(concept head alone) / time(vit-b16), the same overhead without the noise of two whole-model timings.
 2. Head alone, same shapes (width 768, 12 heads, 200 classes, 13 + 95 concepts, 196 patch tokens), eval mode:
    ours against IBM/concept_transformer's ConceptTransformerVIT (ctc/vit.py), imported from the checkout given by
-   --official (never part of this repository). Ratio = time(official) / time(ours) (above 1: ours is faster).
+   --official (never part of this repository) as tests/fixtures/record_concept_transformer.py imports it. Ratio = time(official) / time(ours) (above 1: ours is faster).
 """
 
 from __future__ import annotations
 
 import argparse
-import importlib
-import sys
-import types
 from pathlib import Path
 
 import torch
 
-from benchmarks.common import interleaved_times, table
+from benchmarks.common import fixture_recorder, inference, interleaved_times, table
 from glassvit import zoo
 from glassvit.types import Tokens
 
 CONCEPTS = dict(num_concepts=13, num_spatial_concepts=95, num_heads=12)
-
-
-def inference(fn):
-    def run():
-        with torch.inference_mode():
-            fn()
-    return run
 
 
 def whole_model(batch: int, device: str, repeats: int) -> dict[str, object]:
@@ -51,18 +41,11 @@ def whole_model(batch: int, device: str, repeats: int) -> dict[str, object]:
             "overhead": f"{100 * (t['ct'] / t['linear'] - 1):+.2f}% (head alone: {100 * t['head'] / t['linear']:.2f}%)"}
 
 
-def import_official(checkout: Path):
-    """ctc/vit.py from an IBM/concept_transformer checkout, without ctc/__init__.py (it needs pytorch-lightning)."""
-    package = types.ModuleType("ctc_official")
-    package.__path__ = [str(checkout / "ctc")]
-    sys.modules["ctc_official"] = package
-    return importlib.import_module("ctc_official.vit")
-
-
 def head_only(official: Path, batch: int, device: str, repeats: int) -> dict[str, object]:
     torch.manual_seed(0)
     ours = zoo.load("ct-b16", num_classes=200).head.eval().to(device)
-    theirs = import_official(official).ConceptTransformerVIT(
+    vit, _ = fixture_recorder("record_concept_transformer").import_official(official)
+    theirs = vit.ConceptTransformerVIT(
         embedding_dim=768, num_classes=200, num_heads=12, n_unsup_concepts=0, n_concepts=13, n_spatial_concepts=95,
     ).eval().to(device)
     cls, patches = torch.randn(batch, 768, device=device), torch.randn(batch, 196, 768, device=device)

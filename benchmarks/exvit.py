@@ -14,15 +14,8 @@ import argparse
 
 import torch
 
-from benchmarks.common import interleaved_times, table
+from benchmarks.common import inference, interleaved_times, table
 from glassvit import zoo
-
-
-def inference(fn):
-    def run():
-        with torch.inference_mode():
-            fn()
-    return run
 
 
 def row(what: str, t: dict[str, float], batch: int, device: str) -> dict[str, object]:

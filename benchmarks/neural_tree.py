@@ -19,13 +19,12 @@ Targets: soft >= 5x faster, greedy >= 20x faster, whole-model overhead <= 10% (b
 from __future__ import annotations
 
 import argparse
-import sys
 from pathlib import Path
 
 import torch
 from torch import nn
 
-from benchmarks.common import interleaved_times, table
+from benchmarks.common import fixture_recorder, interleaved_times, table
 from glassvit import zoo
 from glassvit.convert import vit_net_state_dict
 from glassvit.heads.neural_tree import NeuralTreeHead
@@ -36,10 +35,7 @@ WIDTH, CLASSES, GRID = 1024, 200, (14, 14)
 
 def official_tree(checkout: Path, depth: int, device: str):
     """The official DTree and the Swin classifier whose logits its leaves add, plus our head with their weights."""
-    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests" / "fixtures"))
-    from record_neural_tree import import_official
-
-    swin_tree, _ = import_official(checkout)
+    swin_tree, _ = fixture_recorder("record_neural_tree").import_official(checkout)
     torch.manual_seed(0)
     theirs = swin_tree.DTree(num_classes=CLASSES, tree_depth=depth, embed_dim=WIDTH, proto_size=[1, 1])
     classifier = nn.Linear(WIDTH, CLASSES)

@@ -13,7 +13,7 @@ import argparse
 import timm
 import torch
 
-from benchmarks.common import interleaved_times, peak_memory_mb, table
+from benchmarks.common import inference, interleaved_times, peak_memory_mb, table
 from glassvit import zoo
 
 SETUP = """
@@ -46,13 +46,8 @@ def compare(name: str, batch: int, device: str = "cpu", repeats: int = 10, class
     size = model.data_config["input_size"][-1]
     x = torch.randn(batch, 3, size, size, device=device)
 
-    def run(m):
-        def f():
-            with torch.inference_mode():
-                m(x)
-        return f
-
-    times = interleaved_times({"glassvit": run(model), "timm": run(bare)}, repeats=repeats, device=device)
+    times = interleaved_times({"glassvit": inference(lambda: model(x)), "timm": inference(lambda: bare(x))},
+                              repeats=repeats, device=device)
     fmt = dict(backbone=spec.backbone, classes=classes, kwargs=kwargs, name=name, overrides=overrides,
                device=device, batch=batch, size=size)
     mem_g = peak_memory_mb(SETUP.format(bare=False, **fmt), device)
