@@ -2,6 +2,7 @@
 ablation of every loss term, in one command.
 
     python -m benchmarks.exvit_wsss [--epochs 10] [--train 20000] [--seed 0] [--out exvit-wsss] [--backbone-from DIR]
+    python -m benchmarks.exvit_wsss --model glassvit/weights/ex-vit-digits     # score a saved model, no training
 
 Data: DigitScenes "multi" (2-3 distinct digits per 32 px scene, multi-hot labels over 10 digits). Training sees the
 image labels only; the per-class masks are read for evaluation alone. 300 further training scenes select each model's
@@ -37,15 +38,13 @@ import time
 from pathlib import Path
 
 import torch
-from einops import rearrange
 from torchvision.transforms import Normalize
 
 from benchmarks.common import table
 from glassvit import serialization, zoo
 from glassvit.data import DigitScenes
 from glassvit.evaluation.metrics import confusion_matrix, mean_average_precision, miou_from_confusion
-from glassvit.heads.exvit import affinity_refine, label_maps
-from glassvit.maps import to_grid, upsample
+from glassvit.heads.exvit import label_maps
 from glassvit.training import fit
 from glassvit.zoo_entries import DIGITS_BACKBONE, DIGITS_VIT
 
@@ -63,15 +62,14 @@ VARIANTS = {
 
 
 class Scenes(torch.utils.data.Dataset):
-    """DigitScenes items rendered once and kept in memory (image normalised as the backbone was trained, multi-hot
-    label, per-class masks)."""
+    """DigitScenes items rendered once and kept in memory (image normalised with the backbone's `mean` and `std`,
+    multi-hot label, per-class masks)."""
 
     multi_label, num_classes = True, 10
 
-    def __init__(self, split: str, indices: range, seed: int):
-        config = zoo.load("vit-digits").data_config
+    def __init__(self, split: str, indices: range, seed: int, mean: list[float], std: list[float]):
         scenes = DigitScenes(split, "multi", size=BACKBONE["img_size"], num_scenes=indices.stop, seed=seed,
-                             transform=Normalize(config["mean"], config["std"]))
+                             transform=Normalize(mean, std))
         items = [scenes[i] for i in indices]
         self.data = {k: torch.stack([it[k] for it in items]) for k in ("image", "label", "masks")}
 
@@ -89,14 +87,12 @@ def ground_truth(masks: torch.Tensor) -> torch.Tensor:
 
 
 def class_maps(model, x: torch.Tensor, method: str, refine_steps: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
-    """logits (B,C) and per-class maps (B,C,H,W): each class's saliency from `model.explain`, or, for the eX-ViT
-    head with `refine_steps`, its class maps after E-MHA affinity propagation."""
-    if refine_steps:
+    """logits (B,C) and per-class maps (B,C,H,W): the eX-ViT head's own class maps (its saliency for every class,
+    after `refine_steps` of E-MHA affinity propagation), else each class's saliency from `model.explain`."""
+    if model.config.head == "exvit" and method == "native":
         with torch.no_grad():
             out = model.forward_detailed(x)
-            maps = rearrange(model.head.class_maps(out), "b c h w -> b c (h w)")
-            maps = affinity_refine(maps, model.head.patch_affinity(out), refine_steps)
-        return out.logits, upsample(to_grid(rearrange(maps, "b c n -> b n c"), out.tokens.grid), x.shape[-2:])
+            return out.logits, model.head.segmentation_maps(out, refine_steps)
     explanations = [model.explain(x, target=c, method=method) for c in range(model.num_classes)]
     return explanations[0].logits, torch.stack([e.saliency for e in explanations], 1)
 
@@ -147,22 +143,29 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--only", nargs="*", help="rows to run (default: all)")
     p.add_argument("--out", type=Path, default=Path("exvit-wsss"))
     p.add_argument("--threads", type=int, help="torch CPU threads")
+    p.add_argument("--model", type=Path, help="score this saved model (a zoo.load directory, e.g. "
+                                               "glassvit/weights/ex-vit-digits) on the same protocol instead of "
+                                               "training the rows")
     p.add_argument("--head-kwargs", type=json.loads, default={},
                    help="JSON object of eX-ViT head arguments for every eX-ViT row (default: %s)" % json.dumps(EXVIT))
     args = p.parse_args(argv)
-    serialization.read_config(args.backbone_from)  # one clear error before any rendering or training
+    config = serialization.read_config(args.backbone_from)["pretrained_cfg"]  # a clear error before any work
     if args.threads:
         torch.set_num_threads(args.threads)
-    data = Scenes("train", range(args.train), args.seed)
-    val = Scenes("train", range(args.train, args.train + VAL_SCENES), args.seed)
-    test = Scenes("test", range(500), args.seed)
+    norm = dict(mean=config["mean"], std=config["std"])
+    val = Scenes("train", range(args.train, args.train + VAL_SCENES), args.seed, **norm)
+    test = Scenes("test", range(500), args.seed, **norm)
     rows = []
 
     def report(name, result, secs):
         rows.append({"model": name, **result, "train s": secs})
         print(table(rows[-1:]), flush=True)
 
-    wanted = lambda n: not args.only or n in args.only  # noqa: E731
+    if args.model is not None:  # score a saved model: no training rows
+        report(str(args.model), evaluate(zoo.load(args.model), val, test), 0.0)
+    else:
+        data = Scenes("train", range(args.train), args.seed, **norm)
+    wanted = lambda n: args.model is None and (not args.only or n in args.only)  # noqa: E731
     if wanted("linear CAM") or wanted("linear Grad-CAM"):
         model, secs = train("vit-s16", dict(pool="avg"), data, args)
         if wanted("linear CAM"):
@@ -177,9 +180,8 @@ def main(argv: list[str] | None = None) -> None:
         if name == "eX-ViT":
             report("eX-ViT + refine", evaluate(model, val, test, refine_steps=2), secs)
     args.out.mkdir(parents=True, exist_ok=True)
-    (args.out / "results.json").write_text(json.dumps({"settings": vars(args) | {"out": str(args.out),
-                                                                                "backbone_from": str(args.backbone_from)},
-                                                       "backbone": BACKBONE, "rows": rows}, indent=2))
+    (args.out / "results.json").write_text(json.dumps({"settings": vars(args), "backbone": BACKBONE, "rows": rows},
+                                                      indent=2, default=str))
     (args.out / "results.md").write_text(table(rows) + "\n")
     print(table(rows))
 

@@ -94,7 +94,7 @@ from ..maps import to_grid, upsample
 from ..types import BackboneInfo, Explanation, HeadOutput, Tokens
 from .base import Head, register_head
 
-EVIDENCE_INIT = (0.5413, -4.0)  # softplus^-1 of W / scale at init: 1 for the attribute's class, ~0.018 elsewhere
+EVIDENCE_INIT = (math.log(math.e - 1), -4.0)  # softplus^-1 of W / scale: 1 for the attribute's class, ~0.018 else
 
 
 def attribute_maps(patches: Tensor, prototypes: Tensor, sharpness: float) -> Tensor:
@@ -126,9 +126,9 @@ def diversity_loss(attributes: Tensor, pairs: Tensor | None = None, eps: float =
     gram = einsum(unit, unit, "b n k, b n l -> b k l")
     counted = ~torch.eye(k, dtype=torch.bool, device=attributes.device)
     counted = counted if pairs is None else counted & pairs.bool()
-    counted = counted.expand_as(gram)
-    per_image = (gram * counted).sum((1, 2)) / counted.sum((1, 2)).clamp_min(1)
-    has_pairs = counted.any(2).any(1)
+    counts = counted.expand_as(gram).sum((1, 2))
+    per_image = (gram * counted).sum((1, 2)) / counts.clamp_min(1)
+    has_pairs = counts > 0
     return (per_image * has_pairs).sum() / has_pairs.sum().clamp_min(1)
 
 
@@ -276,14 +276,20 @@ class ExViTHead(Head):
         multi-label, at least the top class). threshold, refine_steps: default to the head's settings.
         """
         threshold = self.background_threshold if threshold is None else threshold
-        steps = self.refine_steps if refine_steps is None else refine_steps
         if present is None:
             present = self.predicted_classes(output.logits)
-        maps = rearrange(self.class_maps(output), "b c h w -> b c (h w)")
-        if steps:
-            maps = affinity_refine(maps, self.patch_affinity(output), steps)
-        maps = upsample(to_grid(rearrange(maps, "b c n -> b n c"), output.tokens.grid), output.tokens.image_size)
+        maps = self.segmentation_maps(output, refine_steps)
         return label_maps(maps, present.to(maps.device).bool(), threshold)
+
+    def segmentation_maps(self, output: HeadOutput, refine_steps: int | None = None) -> Tensor:
+        """(B,C,H,W) every class map at input resolution, after `refine_steps` (default: the head's) steps of E-MHA
+        affinity propagation: what `pseudo_masks` thresholds."""
+        steps = self.refine_steps if refine_steps is None else refine_steps
+        maps = self.class_maps(output)
+        if steps:
+            refined = affinity_refine(rearrange(maps, "b c h w -> b c (h w)"), self.patch_affinity(output), steps)
+            maps = rearrange(refined, "b c (h w) -> b c h w", h=output.tokens.grid[0])
+        return upsample(maps, output.tokens.image_size)
 
     def predicted_classes(self, logits: Tensor) -> Tensor:
         """(B,C) bool: sigmoid > 0.5 when multi-label, always including the top class."""
