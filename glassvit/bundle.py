@@ -19,7 +19,6 @@ half of it for ex-vit-digits); `--only NAME` retrains one model, `--scale 0.05` 
 from __future__ import annotations
 
 import argparse
-import json
 import shutil
 from dataclasses import dataclass
 from pathlib import Path
@@ -73,10 +72,8 @@ def train_one(name: str, out: Path, seed: int = 0, progress: bool = True, scale:
     target = out / name
     if target.exists():
         shutil.rmtree(target)
-    model.save_pretrained(target)
-    half = {k: v.half() if v.is_floating_point() else v for k, v in model.state_dict().items()}
-    serialization.write_weights(target / serialization.WEIGHTS_NAME, half, {"format": "pt"})
-    (target / "metrics.json").write_text(json.dumps({"test": metrics, "train_scenes": scenes}, indent=2) + "\n")
+    model.half().save_pretrained(target)  # float16 on disk; zoo.load casts back to the model's float32
+    serialization.write_json(target / "metrics.json", {"test": metrics, "train_scenes": scenes})
     return metrics
 
 
