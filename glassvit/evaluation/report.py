@@ -201,15 +201,15 @@ def _figures(model, data, settings: ReportSettings, folder: Path, name: str) -> 
             item = data[i]
             x, target = item["image"][None], item["label"].view(1)
             display = torch.from_numpy(data.render(i)[0])  # the scene before normalisation
-            maps = {}
-            for method in settings.explainers:
-                e = model.explain(x, target=target, method=None if method == "native" else method,
-                                  **({"steps": settings.ig_steps} if method == "ig" else {}))
-                maps[method if e.method == method else f"{method} ({e.method})"] = e.saliency[0]
+            explained = {method: model.explain(x, target=target, method=None if method == "native" else method,
+                                               **({"steps": settings.ig_steps} if method == "ig" else {}))
+                         for method in settings.explainers}
+            maps = {m if e.method == m else f"{m} ({e.method})": e.saliency[0] for m, e in explained.items()}
             label = model.config.label_names[int(target)] if model.config.label_names else int(target)
             save_overlays(display, maps, folder / f"{name}_scene{i}.png", title=f"{name}: {label}")
             if figures is not None:
-                figures(model, display[None], model.explain(x, target=target), folder, f"{name}_scene{i}")
+                native = explained["native"] if "native" in explained else model.explain(x, target=target)
+                figures(model, display[None], native, folder, f"{name}_scene{i}")
 
 
 def main(argv: list[str] | None = None) -> int:
